@@ -1,0 +1,81 @@
+//! Sandboxes: everything needed to run one function instance as an isolated process.
+//!
+//! The server calls [`spawn`] with a [`SandboxSpec`]; that starts the launcher (a small privileged
+//! path, entered through the hidden `wisp launch` subcommand or the `wisp-launcher` binary), which
+//! joins a cgroup, enters fresh namespaces, builds a private root, opens the sandbox's Runtime API
+//! socket inside the sandbox's own network namespace, hands that listening socket back to the server,
+//! and `exec`s the bootstrap. Function code never runs in the server's process.
+//!
+//! This crate knows nothing about HTTP, storage or scheduling.
+
+pub mod archive;
+pub mod cgroup;
+pub mod doctor;
+pub mod launcher;
+mod spawn;
+
+use std::path::PathBuf;
+
+pub use spawn::{spawn, ExitReport, SpawnedSandbox};
+
+/// Address the Runtime API listens on inside every sandbox (`AWS_LAMBDA_RUNTIME_API`).
+pub const RUNTIME_API_ADDRESS: &str = "127.0.0.1:9001";
+
+/// How to start the launcher: the program and the arguments placed before the launcher's own.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct LauncherCommand {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+}
+
+/// Everything the launcher needs to build one instance's sandbox.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SandboxSpec {
+    /// Unique id of the instance; names the cgroup.
+    pub instance_id: String,
+    /// Unpacked function code, mounted read-only at `/var/task`.
+    pub code_dir: PathBuf,
+    /// Managed runtime files, mounted read-only at `/var/runtime` (none for `provided` runtimes).
+    pub runtime_dir: Option<PathBuf>,
+    /// Host directories mounted read-only at the same path inside (for example an interpreter's prefix).
+    pub extra_read_only: Vec<PathBuf>,
+    /// argv of the process to exec inside the sandbox, e.g. `["/var/task/bootstrap"]`.
+    pub argv: Vec<String>,
+    /// The complete environment of that process; nothing of the server's environment leaks in.
+    pub env: Vec<(String, String)>,
+    /// Memory limit (cgroup), in MiB.
+    pub memory_mb: u32,
+    /// Size of the `/tmp` tmpfs, in MiB.
+    pub tmp_mb: u32,
+    /// Maximum number of processes and threads (cgroup pids controller).
+    pub pids_max: u32,
+    /// Network: `Isolated` gives the instance its own network namespace with only loopback.
+    pub network: NetworkMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum NetworkMode {
+    Isolated,
+}
+
+/// Why a sandbox could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// the launcher could not be started or died before the sandbox was ready.
+    #[error("launcher failed: {0}")]
+    Launcher(String),
+    /// a namespace, mount or cgroup operation failed.
+    #[error("sandbox setup failed: {0}")]
+    Setup(String),
+    /// the bootstrap could not be executed (missing, not executable, bad interpreter line).
+    #[error("cannot execute {path}: {reason}")]
+    Exec { path: String, reason: String },
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl SandboxError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, SandboxError::Io(_) | SandboxError::Launcher(_))
+    }
+}
