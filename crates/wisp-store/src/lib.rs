@@ -7,13 +7,15 @@
 
 pub mod conformance;
 pub mod embedded;
+pub mod unreliable;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 
-pub use embedded::{EmbeddedOptions, EmbeddedStore};
+pub use embedded::{EmbeddedOptions, EmbeddedStats, EmbeddedStore};
+pub use unreliable::UnreliableStore;
 
 /// A value stored under a key, with the revision that last wrote it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,11 +63,15 @@ impl std::fmt::Display for Digest {
 }
 
 /// Errors of every store operation.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
     /// compare-and-set lost: the key's current revision is not the one expected.
     #[error("revision conflict on key {key:?}: expected {expected:?}, found {found:?}")]
-    Conflict { key: String, expected: Option<u64>, found: Option<u64> },
+    Conflict {
+        key: String,
+        expected: Option<u64>,
+        found: Option<u64>,
+    },
     /// the key, topic name or payload is not acceptable to the store.
     #[error("invalid argument: {0}")]
     Invalid(String),
@@ -102,7 +108,12 @@ pub trait Kv: Send + Sync + 'static {
     async fn put(&self, key: &str, value: Vec<u8>, ttl: Option<Duration>) -> StoreResult<u64>;
 
     /// Writes only if the key is absent (or expired). `Ok(None)` when it exists; `Ok(Some(revision))` when written.
-    async fn put_if_absent(&self, key: &str, value: Vec<u8>, ttl: Option<Duration>) -> StoreResult<Option<u64>>;
+    async fn put_if_absent(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Option<Duration>,
+    ) -> StoreResult<Option<u64>>;
 
     /// Writes only if the key's current revision equals `expected` (`None` = the key must be absent).
     /// Returns [`StoreError::Conflict`] otherwise.
@@ -121,10 +132,16 @@ pub trait Kv: Send + Sync + 'static {
     async fn compare_and_delete(&self, key: &str, expected: u64) -> StoreResult<()>;
 
     /// Up to `limit` live entries whose key starts with `prefix` and sorts strictly after `start_after`, in key order.
-    async fn scan(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> StoreResult<Vec<(String, Entry)>>;
+    async fn scan(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<(String, Entry)>>;
 
     /// Changes to keys under `prefix` made after this call returns, in commit order.
-    /// Expiry of a key is not reported.
+    /// Expiry of a key is not reported. A watcher that falls too far behind sees its stream end (rather
+    /// than silently miss events): re-read with `scan` and watch again.
     async fn watch(&self, prefix: &str) -> StoreResult<BoxStream<'static, KvEvent>>;
 }
 
@@ -152,9 +169,16 @@ pub trait Log: Send + Sync + 'static {
 
     /// Up to `limit` records for `consumer` that are neither acked nor leased to it right now, in offset order;
     /// each returned record is leased for `lease`. Returns an empty vector when nothing is available.
-    async fn consume(&self, topic: &str, consumer: &str, limit: usize, lease: Duration) -> StoreResult<Vec<Record>>;
+    async fn consume(
+        &self,
+        topic: &str,
+        consumer: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> StoreResult<Vec<Record>>;
 
     /// Marks a record as done for `consumer`; it is never delivered to that consumer again.
+    /// Acking twice is harmless; acking an offset that was never appended is [`StoreError::Invalid`].
     async fn ack(&self, topic: &str, consumer: &str, offset: u64) -> StoreResult<()>;
 
     /// Removes records with offset < `before`. Offsets are never reused.
