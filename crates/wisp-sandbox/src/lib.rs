@@ -16,7 +16,8 @@ mod spawn;
 
 use std::path::PathBuf;
 
-pub use spawn::{spawn, ExitReport, SpawnedSandbox};
+pub use nix::sys::signal::Signal;
+pub use spawn::{ExitReport, KillHandle, LAUNCH_TIMEOUT, SpawnedSandbox, spawn};
 
 /// Address the Runtime API listens on inside every sandbox (`AWS_LAMBDA_RUNTIME_API`).
 pub const RUNTIME_API_ADDRESS: &str = "127.0.0.1:9001";
