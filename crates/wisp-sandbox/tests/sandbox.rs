@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
-use wisp_sandbox::{ExitReport, LauncherCommand, NetworkMode, SandboxSpec, SpawnedSandbox};
+use wisp_sandbox::{
+    ExitReport, LauncherCommand, NetworkMode, SandboxError, SandboxSpec, Signal, SpawnedSandbox,
+};
 
 fn launcher() -> LauncherCommand {
     LauncherCommand {
@@ -84,11 +86,16 @@ async fn finish(mut sandbox: SpawnedSandbox) -> Finished {
     let report = tokio::time::timeout(Duration::from_secs(60), sandbox.wait())
         .await
         .expect("sandbox did not exit within 60s");
-    Finished {
+    let finished = Finished {
         report,
         stdout: out.await.unwrap(),
         stderr: err.await.unwrap(),
-    }
+    };
+    eprintln!(
+        "{:?}\n--- stdout\n{}--- stderr\n{}",
+        finished.report, finished.stdout, finished.stderr
+    );
+    finished
 }
 
 async fn run(spec: &SandboxSpec) -> Finished {
@@ -118,7 +125,6 @@ exit 7
     );
     let finished = run(&spec(code.path())).await;
     let out = &finished.stdout;
-    eprintln!("{out}\n{}", finished.stderr);
     assert_eq!(
         finished.report.exit_code,
         Some(7),
@@ -178,4 +184,344 @@ exit 7
     assert!(out.contains("tmp: writable"), "{out}");
     assert!(out.contains("shadow: absent"), "{out}");
     assert!(!code.path().join("new").exists());
+}
+
+const PYTHON_PREFIX: &str = "/root/.pyenv/versions/3.11.7";
+
+#[tokio::test]
+async fn runtime_api_listener_is_reachable_from_inside() {
+    if !have_root() {
+        return;
+    }
+    let code = code_dir(
+        r#"#!/bin/bash
+exec 3<>/dev/tcp/127.0.0.1/9001 || exit 20
+echo "hello from inside" >&3
+read -r reply <&3
+echo "got $reply"
+"#,
+    );
+    let mut sandbox = wisp_sandbox::spawn(&spec(code.path()), &launcher())
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::from_std(sandbox.take_listener().unwrap()).unwrap();
+    assert_eq!(
+        listener.local_addr().unwrap().to_string(),
+        wisp_sandbox::RUNTIME_API_ADDRESS
+    );
+    let (stream, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
+        .await
+        .expect("no connection from the sandbox")
+        .unwrap();
+    let (read_half, mut write_half) = stream.into_split();
+    let mut lines = tokio::io::BufReader::new(read_half);
+    let mut line = String::new();
+    tokio::io::AsyncBufReadExt::read_line(&mut lines, &mut line)
+        .await
+        .unwrap();
+    assert_eq!(line, "hello from inside\n");
+    tokio::io::AsyncWriteExt::write_all(&mut write_half, b"pong\n")
+        .await
+        .unwrap();
+    let finished = finish(sandbox).await;
+    assert_eq!(finished.report.exit_code, Some(0), "{}", finished.stderr);
+    assert_eq!(finished.stdout, "got pong\n");
+}
+
+#[tokio::test]
+async fn a_sandbox_reaches_only_its_own_runtime_api() {
+    if !have_root() {
+        return;
+    }
+    let host_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    host_listener.set_nonblocking(true).unwrap();
+    let host_port = host_listener.local_addr().unwrap().port();
+
+    let idle = code_dir("#!/bin/sh\nexec sleep 60\n");
+    let mut first = wisp_sandbox::spawn(&spec(idle.path()), &launcher())
+        .await
+        .unwrap();
+    let first_listener = first.take_listener().unwrap();
+
+    let probe = code_dir(
+        r#"#!/bin/bash
+if (exec 3<>/dev/tcp/127.0.0.1/$HOST_PORT) 2>/dev/null; then echo "host: reachable"; else echo "host: unreachable"; fi
+exec 3<>/dev/tcp/127.0.0.1/9001 && echo second >&3
+"#,
+    );
+    let mut probe_spec = spec(probe.path());
+    probe_spec
+        .env
+        .push(("HOST_PORT".into(), host_port.to_string()));
+    let mut second = wisp_sandbox::spawn(&probe_spec, &launcher()).await.unwrap();
+    let second_listener =
+        tokio::net::TcpListener::from_std(second.take_listener().unwrap()).unwrap();
+    let (mut stream, _) = tokio::time::timeout(Duration::from_secs(10), second_listener.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut greeting = String::new();
+    stream.read_to_string(&mut greeting).await.unwrap();
+    assert_eq!(greeting, "second\n");
+    let finished = finish(second).await;
+    assert!(
+        finished.stdout.contains("host: unreachable"),
+        "{}",
+        finished.stdout
+    );
+
+    // Nothing arrived at the first sandbox's listener, nor at the host's.
+    assert_eq!(
+        first_listener.accept().unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock
+    );
+    assert_eq!(
+        host_listener.accept().unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock
+    );
+    first.kill(Signal::SIGKILL).unwrap();
+    let report = first.wait().await;
+    assert_eq!(report.signal, Some(libc::SIGKILL));
+}
+
+#[tokio::test]
+async fn exec_failures_are_reported_as_exec_errors() {
+    if !have_root() {
+        return;
+    }
+    struct Case {
+        name: &'static str,
+        script: &'static str,
+        mode: u32,
+        argv0: &'static str,
+        reason: &'static str,
+    }
+    let cases = [
+        Case {
+            name: "not executable",
+            script: "#!/bin/sh\necho hi\n",
+            mode: 0o644,
+            argv0: "/var/task/bootstrap",
+            reason: "not executable (mode 0644)",
+        },
+        Case {
+            name: "missing",
+            script: "",
+            mode: 0o755,
+            argv0: "/var/task/nope",
+            reason: "no such file",
+        },
+        Case {
+            name: "bad interpreter",
+            script: "#!/usr/bin/python9 -u\n",
+            mode: 0o755,
+            argv0: "/var/task/bootstrap",
+            reason: "interpreter /usr/bin/python9 does not exist",
+        },
+        Case {
+            name: "no #! line",
+            script: "echo hi\n",
+            mode: 0o755,
+            argv0: "/var/task/bootstrap",
+            reason: "needs a #! line",
+        },
+    ];
+    for case in cases {
+        let code = code_dir(case.script);
+        std::fs::set_permissions(
+            code.path().join("bootstrap"),
+            std::fs::Permissions::from_mode(case.mode),
+        )
+        .unwrap();
+        let mut spec = spec(code.path());
+        spec.argv = vec![case.argv0.into()];
+        match wisp_sandbox::spawn(&spec, &launcher()).await {
+            Err(SandboxError::Exec { path, reason }) => {
+                assert_eq!(path, case.argv0, "{}", case.name);
+                assert!(reason.contains(case.reason), "{}: {reason}", case.name);
+            }
+            Err(other) => panic!("{}: expected an exec error, got {other}", case.name),
+            Ok(_) => panic!("{}: expected an exec error, got a sandbox", case.name),
+        }
+    }
+}
+
+#[tokio::test]
+async fn memory_hog_is_oom_killed() {
+    if !have_root() {
+        return;
+    }
+    let code = code_dir(&format!(
+        "#!{PYTHON_PREFIX}/bin/python3.11\nimport sys\nprint(sys.version_info[:2], flush=True)\nhog = b'x' * (512 << 20)\nprint('survived')\n"
+    ));
+    let mut spec = spec(code.path());
+    spec.memory_mb = 64;
+    spec.extra_read_only = vec![PathBuf::from(PYTHON_PREFIX)];
+    let finished = run(&spec).await;
+    assert!(
+        finished.stdout.starts_with("(3, 11)"),
+        "{}{}",
+        finished.stdout,
+        finished.stderr
+    );
+    assert!(!finished.stdout.contains("survived"));
+    assert!(finished.report.oom_killed, "{:?}", finished.report);
+    assert_eq!(finished.report.signal, Some(libc::SIGKILL));
+    let peak = finished.report.max_memory_bytes.unwrap();
+    assert!(peak > 32 << 20 && peak <= 64 << 20, "peak {peak}");
+}
+
+#[tokio::test]
+async fn fork_bomb_is_contained_by_pids_limit() {
+    if !have_root() {
+        return;
+    }
+    let code = code_dir("#!/bin/bash\nbomb() { bomb | bomb & }\nbomb\nsleep 30\n");
+    let mut spec = spec(code.path());
+    spec.pids_max = 32;
+    let sandbox = wisp_sandbox::spawn(&spec, &launcher()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let current = sandbox.pids_current().unwrap();
+    assert!(current <= 32, "{current} processes");
+    // The host can still start processes while the bomb runs.
+    assert!(
+        std::process::Command::new("true")
+            .status()
+            .unwrap()
+            .success()
+    );
+    sandbox.kill(Signal::SIGKILL).unwrap();
+    let finished = finish(sandbox).await;
+    assert_eq!(finished.report.signal, Some(libc::SIGKILL));
+}
+
+#[tokio::test]
+async fn writing_past_tmp_size_fails_with_enospc() {
+    if !have_root() {
+        return;
+    }
+    let code = code_dir(
+        "#!/bin/sh\ndd if=/dev/zero of=/tmp/big bs=1M count=16 2>&1\necho \"rc=$?\"\ndf -k /tmp | tail -1\n",
+    );
+    let mut spec = spec(code.path());
+    spec.tmp_mb = 4;
+    let finished = run(&spec).await;
+    assert!(
+        finished.stdout.contains("No space left on device"),
+        "{}",
+        finished.stdout
+    );
+    assert!(finished.stdout.contains("rc=1"), "{}", finished.stdout);
+}
+
+#[tokio::test]
+async fn server_data_dir_and_host_paths_are_invisible() {
+    if !have_root() {
+        return;
+    }
+    let data_dir = tempfile::tempdir().unwrap();
+    std::fs::write(data_dir.path().join("secret"), "top secret").unwrap();
+    let code = code_dir(
+        r#"#!/bin/sh
+for path in "$DATA_DIR" "$DATA_DIR/secret" "$CODE_DIR" /oldroot /newroot /root /home /var/lib /sys /run; do
+  if [ -e "$path" ]; then echo "visible: $path"; fi
+done
+grep -c . /proc/self/mountinfo >/dev/null && echo "mounts: $(cut -d' ' -f5 /proc/self/mountinfo | tr '\n' ' ')"
+"#,
+    );
+    let mut spec = spec(code.path());
+    spec.env
+        .push(("DATA_DIR".into(), data_dir.path().display().to_string()));
+    spec.env
+        .push(("CODE_DIR".into(), code.path().display().to_string()));
+    let finished = run(&spec).await;
+    assert_eq!(finished.report.exit_code, Some(0), "{}", finished.stderr);
+    assert!(!finished.stdout.contains("visible:"), "{}", finished.stdout);
+    let data = data_dir.path().display().to_string();
+    assert!(!finished.stdout.contains(&data), "{}", finished.stdout);
+}
+
+#[tokio::test]
+async fn sigterm_reaches_a_runtime_that_handles_it() {
+    if !have_root() {
+        return;
+    }
+    let code = code_dir(
+        "#!/bin/bash\ntrap 'echo terminating; exit 3' TERM\necho ready\nwhile :; do sleep 0.05; done\n",
+    );
+    let mut sandbox = wisp_sandbox::spawn(&spec(code.path()), &launcher())
+        .await
+        .unwrap();
+    let mut stdout = tokio::io::BufReader::new(sandbox.take_stdout().unwrap());
+    let mut line = String::new();
+    tokio::io::AsyncBufReadExt::read_line(&mut stdout, &mut line)
+        .await
+        .unwrap();
+    assert_eq!(line, "ready\n");
+    let handle = sandbox.kill_handle();
+    handle.kill(Signal::SIGTERM).unwrap();
+    let report = tokio::time::timeout(Duration::from_secs(10), sandbox.wait())
+        .await
+        .unwrap();
+    assert_eq!(report.exit_code, Some(3));
+    // Signalling an exited sandbox is harmless.
+    handle.kill(Signal::SIGKILL).unwrap();
+}
+
+#[tokio::test]
+async fn dropping_a_sandbox_kills_it() {
+    if !have_root() {
+        return;
+    }
+    let code = code_dir("#!/bin/sh\nexec sleep 600\n");
+    let sandbox = wisp_sandbox::spawn(&spec(code.path()), &launcher())
+        .await
+        .unwrap();
+    let pid = sandbox.pid();
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    drop(sandbox);
+    for _ in 0..200 {
+        let gone = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat.contains(") Z "),
+        };
+        if gone {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("sandbox process {pid} still alive after drop");
+}
+
+#[tokio::test]
+async fn setup_failures_are_explained() {
+    if !have_root() {
+        return;
+    }
+    let mut missing_code = spec(Path::new("/nonexistent/code"));
+    missing_code.instance_id.push_str("-missing");
+    match wisp_sandbox::spawn(&missing_code, &launcher()).await {
+        Err(SandboxError::Setup(message)) => {
+            assert!(
+                message.contains("code directory /nonexistent/code"),
+                "{message}"
+            )
+        }
+        other => panic!("expected a setup error, got {other:?}"),
+    }
+    let code = code_dir("#!/bin/sh\n");
+    let no_launcher = LauncherCommand {
+        program: PathBuf::from("/nonexistent/wisp-launcher"),
+        args: Vec::new(),
+    };
+    match wisp_sandbox::spawn(&spec(code.path()), &no_launcher).await {
+        Err(error @ SandboxError::Launcher(_)) => {
+            assert!(
+                error.to_string().contains("/nonexistent/wisp-launcher"),
+                "{error}"
+            );
+            assert!(error.is_retryable());
+        }
+        other => panic!("expected a launcher error, got {other:?}"),
+    }
 }
