@@ -946,6 +946,9 @@ pub async fn log_trim(log: Arc<dyn Log>) {
         .await
         .expect("consume");
     assert_eq!(offsets(&consumed), [1, 2, 3]);
+    // A consumer with only out-of-order acks, on both sides of the trim point.
+    log.ack(&topic, "sparse", 2).await.expect("ack");
+    log.ack(&topic, "sparse", 8).await.expect("ack");
     log.trim(&topic, 6).await.expect("trim");
     assert_eq!(
         offsets(&log.read(&topic, 1, 100).await.expect("read")),
@@ -960,6 +963,15 @@ pub async fn log_trim(log: Arc<dyn Log>) {
         log.append(&topic, vec![11]).await.expect("append"),
         11,
         "offsets are never reused after trim"
+    );
+    let sparse = log
+        .consume(&topic, "sparse", 100, lease)
+        .await
+        .expect("consume");
+    assert_eq!(
+        offsets(&sparse),
+        [6, 7, 9, 10, 11],
+        "acks above the trim point survive it"
     );
     let after = log
         .consume(&topic, "worker", 100, lease)

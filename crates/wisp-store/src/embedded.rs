@@ -28,7 +28,7 @@
 //! thread or on the blocking pool), never answer a write before its commit, and never expose partially
 //! written blobs (they are written to a temporary file, fsync'd, then renamed).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -643,7 +643,11 @@ impl WriterState {
                 deliveries: 0,
             });
         }
-        let deadline = clock.now + lease;
+        // A caller may pass an enormous lease ("forever"); clamp it instead of overflowing the clock.
+        let deadline = clock
+            .now
+            .checked_add(lease)
+            .unwrap_or_else(|| clock.now + Duration::from_secs(100 * 365 * 24 * 3600));
         for record in &mut chosen {
             let key = (topic, consumer, record.offset);
             let previous = tables
@@ -753,29 +757,18 @@ impl WriterState {
             .map(|guard| guard.value())
             .unwrap_or(0);
         let new_floor = (before - 1).min(last_offset);
-        let mut consumers = Vec::new();
+        let mut consumers = BTreeSet::new();
         for item in tables.ack_floors.range((topic, "")..).map_err(db_error)? {
             let (key, _) = item.map_err(db_error)?;
             let (key_topic, consumer) = key.value();
             if key_topic != topic {
                 break;
             }
-            consumers.push(consumer.to_owned());
+            consumers.insert(consumer.to_owned());
         }
-        for item in tables
-            .deliveries
-            .range((topic, "", 0)..)
-            .map_err(db_error)?
-        {
-            let (key, _) = item.map_err(db_error)?;
-            let (key_topic, consumer, _) = key.value();
-            if key_topic != topic {
-                break;
-            }
-            if !consumers.iter().any(|known| known == consumer) {
-                consumers.push(consumer.to_owned());
-            }
-        }
+        // A consumer may have only out-of-order acks or unacked deliveries, and no floor yet.
+        consumers_with_rows(&tables.acks, topic, &mut consumers)?;
+        consumers_with_rows(&tables.deliveries, topic, &mut consumers)?;
         for consumer in &consumers {
             let consumer = consumer.as_str();
             tables
@@ -817,6 +810,32 @@ impl WriterState {
             }
         }
         Ok(Ok(Done::Nothing))
+    }
+}
+
+/// Adds to `consumers` every consumer that has a row of `topic` in a `(topic, consumer, offset)` table.
+fn consumers_with_rows<V: redb::Value + 'static>(
+    table: &redb::Table<'_, (&'static str, &'static str, u64), V>,
+    topic: &str,
+    consumers: &mut BTreeSet<String>,
+) -> Result<(), StoreError> {
+    let mut from = String::new();
+    // Jump from consumer to consumer instead of reading every row: after each hit, restart the range
+    // just past that consumer's last possible row.
+    loop {
+        let mut range = table.range((topic, from.as_str(), 0)..).map_err(db_error)?;
+        let Some(item) = range.next() else {
+            return Ok(());
+        };
+        let (key, _) = item.map_err(db_error)?;
+        let (key_topic, consumer, _) = key.value();
+        if key_topic != topic {
+            return Ok(());
+        }
+        consumers.insert(consumer.to_owned());
+        // `consumer` followed by NUL is the smallest name sorting after `consumer`, so every row of this
+        // consumer sorts before it and every other consumer's after.
+        from = format!("{consumer}\0");
     }
 }
 

@@ -1,5 +1,6 @@
 //! Storage primitives for Wisp: [`Kv`], [`Log`] and [`Blobs`], their error type,
-//! the conformance suite every backend must pass, and the embedded backend.
+//! the conformance suite every backend must pass ([`conformance`]), the embedded backend ([`EmbeddedStore`]),
+//! and a fault-injecting wrapper for tests ([`UnreliableStore`]).
 //!
 //! This crate must never know about NATS or any other concrete remote backend: those live in
 //! their own crates (`wisp-store-nats`) and are named only by the composition root.
