@@ -1,0 +1,143 @@
+"""The `wisp` client commands against a running server, as a user types them."""
+
+import json
+import os
+import time
+
+import pytest
+
+from support import EXAMPLES_DIR, expect_error, function_zip, invoke, unique_name
+
+
+def eventually(check, timeout=10, interval=0.2):
+    """Retry `check` until it returns a true value (records and logs are written off the hot path)."""
+    deadline = time.time() + timeout
+    while True:
+        result = check()
+        if result or time.time() > deadline:
+            return result
+        time.sleep(interval)
+
+
+@pytest.fixture
+def deployed_hello(wisp, lambda_client):
+    name = unique_name("hello")
+    wisp.wisp_cli("deploy", str(EXAMPLES_DIR / "hello-python"), "--name", name)
+    yield name
+    try:
+        lambda_client.delete_function(FunctionName=name)
+    except Exception:
+        pass
+
+
+def test_wisp_deploy_then_invoke_greets(wisp, deployed_hello):
+    completed = wisp.wisp_cli("invoke", deployed_hello, "--payload", '{"name":"Ada"}')
+    assert "Hello, Ada!" in completed.stdout, completed.stdout
+
+
+def test_wisp_deploy_applies_the_manifest(lambda_client, deployed_hello):
+    configuration = lambda_client.get_function_configuration(FunctionName=deployed_hello)
+    assert configuration["Runtime"] == "python3.12"
+    assert configuration["Handler"] == "handler.handler"
+    assert configuration["MemorySize"] == 128
+    assert configuration["Timeout"] == 3
+    assert configuration["Environment"]["Variables"] == {"GREETING": "Hello"}
+
+
+def test_wisp_deployed_function_is_invocable_with_boto3(lambda_client, deployed_hello):
+    _, payload = invoke(lambda_client, deployed_hello, {"name": "Grace"})
+    assert payload["message"] == "Hello, Grace!"
+
+
+def test_wisp_deploy_again_updates_the_function(wisp, lambda_client, deployed_hello):
+    wisp.wisp_cli("deploy", str(EXAMPLES_DIR / "hello-python"), "--name", deployed_hello)
+    _, payload = invoke(lambda_client, deployed_hello, {"name": "Ada"})
+    assert payload["message"] == "Hello, Ada!"
+
+
+def test_wisp_deploy_node_example(wisp, lambda_client):
+    name = unique_name("hello-node")
+    try:
+        wisp.wisp_cli("deploy", str(EXAMPLES_DIR / "hello-node"), "--name", name)
+        completed = wisp.wisp_cli("invoke", name, "--payload", '{"name":"Ada"}')
+        assert "Hello, Ada!" in completed.stdout, completed.stdout
+    finally:
+        wisp.wisp_cli("rm", name, check=False)
+
+
+def test_wisp_invoke_output_json(wisp, deployed_hello):
+    completed = wisp.wisp_cli("--output", "json", "invoke", deployed_hello, "--payload", '{"name":"Ada"}')
+    document = json.loads(completed.stdout)
+    assert "Hello, Ada!" in json.dumps(document), document
+
+
+def test_wisp_ls_lists_the_function(wisp, deployed_hello):
+    completed = wisp.wisp_cli("ls")
+    assert deployed_hello in completed.stdout
+
+
+def test_wisp_ls_output_json(wisp, deployed_hello):
+    completed = wisp.wisp_cli("--output", "json", "ls")
+    assert deployed_hello in json.dumps(json.loads(completed.stdout))
+
+
+def test_wisp_get_shows_the_function(wisp, deployed_hello):
+    completed = wisp.wisp_cli("get", deployed_hello)
+    assert deployed_hello in completed.stdout
+    assert "python3.12" in completed.stdout
+
+
+def test_wisp_get_output_json(wisp, deployed_hello):
+    completed = wisp.wisp_cli("--output", "json", "get", deployed_hello)
+    document = json.loads(completed.stdout)
+    assert deployed_hello in json.dumps(document)
+
+
+def test_wisp_logs_shows_what_the_function_printed(wisp, lambda_client, make_function):
+    name = make_function(function_zip("py-logs"), prefix="cli-logs")["FunctionName"]
+    marker = unique_name("marker")
+    invoke(lambda_client, name, {"marker": marker})
+
+    def logs_show_marker():
+        return marker in wisp.wisp_cli("logs", name).stdout
+
+    assert eventually(logs_show_marker), wisp.wisp_cli("logs", name).stdout
+
+
+def test_wisp_invocations_lists_each_invoke(wisp, lambda_client, make_function):
+    name = make_function(function_zip("py-echo"), prefix="cli-records")["FunctionName"]
+    response, _ = invoke(lambda_client, name, {})
+    request_id = response["ResponseMetadata"]["RequestId"]
+    found = eventually(lambda: request_id in wisp.wisp_cli("invocations", name).stdout)
+    assert found, wisp.wisp_cli("invocations", name).stdout
+
+
+def test_wisp_rm_deletes_the_function(wisp, lambda_client):
+    name = unique_name("cli-rm")
+    wisp.wisp_cli("deploy", str(EXAMPLES_DIR / "hello-python"), "--name", name)
+    wisp.wisp_cli("rm", name)
+    expect_error("ResourceNotFoundException", 404, lambda_client.get_function, FunctionName=name)
+
+
+def test_wisp_invoke_unknown_function_fails_with_one_line_error(wisp):
+    name = unique_name("cli-missing")
+    completed = wisp.wisp_cli("invoke", name, "--payload", "{}", check=False)
+    assert completed.returncode != 0
+    lines = [line for line in completed.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, completed.stderr
+    assert name in lines[0], completed.stderr
+
+
+def test_wisp_reads_credentials_from_the_data_directory(wisp, deployed_hello):
+    environment = {name: value for name, value in os.environ.items() if not name.startswith(("AWS_", "WISP_"))}
+    environment["WISP_DATA"] = str(wisp.data_dir)
+    completed = wisp.wisp_cli("ls", environment=environment)
+    assert deployed_hello in completed.stdout
+
+
+def test_wisp_with_wrong_credentials_fails(wisp):
+    environment = {name: value for name, value in os.environ.items() if not name.startswith(("AWS_", "WISP_"))}
+    environment.update({"AWS_ACCESS_KEY_ID": wisp.access_key, "AWS_SECRET_ACCESS_KEY": "wrong-secret"})
+    completed = wisp.wisp_cli("ls", environment=environment, check=False)
+    assert completed.returncode != 0
+    assert completed.stderr.strip(), "no error message"
