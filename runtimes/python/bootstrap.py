@@ -463,10 +463,15 @@ def main():
         return 1
     _install_logging_if_used()
 
-    while True:
-        headers, body = client.next_invocation()
-        _install_logging_if_used()
-        _invoke(client, handler, headers, body)
+    try:
+        while True:
+            headers, body = client.next_invocation()
+            _install_logging_if_used()
+            _invoke(client, handler, headers, body)
+    except (RuntimeApiError, OSError) as error:
+        # The server ended this instance (or went away): nothing is left to serve.
+        sys.stderr.write("bootstrap: %s\n" % error)
+        return 1
 
 
 if __name__ == "__main__":
