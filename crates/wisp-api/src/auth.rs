@@ -1,0 +1,237 @@
+//! Authentication: AWS Signature Version 4 on every request, mapped to a Wisp account.
+//!
+//! The `Authorization` header is always parsed (access key → account, region). The signature is
+//! verified against Wisp's key store unless the server runs in dev mode, where any key is accepted
+//! and mapped to the root account. Keys are cached in memory: the warm invoke path never reads
+//! the store to authenticate.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use wisp_store::Kv;
+use wisp_types::{AccountId, ApiError, ErrorCode, sigv4};
+
+/// A stored access key.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct AccessKey {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub account: AccountId,
+}
+
+pub fn access_key_key(access_key_id: &str) -> String {
+    format!("auth/keys/{access_key_id}")
+}
+
+/// Verifies requests and tells which account made them.
+pub struct Authenticator {
+    kv: Arc<dyn Kv>,
+    keys: RwLock<HashMap<String, Arc<AccessKey>>>,
+    /// When set, signatures are not checked and every request belongs to this account.
+    dev_account: Option<AccountId>,
+}
+
+/// The parts of a request a signature covers.
+pub struct SignedRequest<'a> {
+    pub method: &'a str,
+    /// The path exactly as sent (still percent-encoded).
+    pub raw_path: &'a str,
+    pub raw_query: Option<&'a str>,
+    pub headers: &'a http::HeaderMap,
+    pub body: &'a [u8],
+}
+
+struct Authorization<'a> {
+    access_key_id: &'a str,
+    date: &'a str,
+    region: &'a str,
+    service: &'a str,
+    signed_headers: Vec<&'a str>,
+    signature: &'a str,
+}
+
+fn parse_authorization(header: &str) -> Result<Authorization<'_>, ApiError> {
+    let malformed = |what: &str| {
+        ApiError::new(
+            ErrorCode::InvalidSignature,
+            format!(
+                "Authorization header is malformed: {what}; expected AWS4-HMAC-SHA256 Credential=…, SignedHeaders=…, Signature=…"
+            ),
+        )
+    };
+    let rest = header
+        .strip_prefix("AWS4-HMAC-SHA256 ")
+        .ok_or_else(|| malformed("unsupported algorithm"))?;
+    let mut credential = None;
+    let mut signed_headers = None;
+    let mut signature = None;
+    for part in rest.split(',') {
+        let part = part.trim();
+        if let Some(value) = part.strip_prefix("Credential=") {
+            credential = Some(value);
+        } else if let Some(value) = part.strip_prefix("SignedHeaders=") {
+            signed_headers = Some(value);
+        } else if let Some(value) = part.strip_prefix("Signature=") {
+            signature = Some(value);
+        }
+    }
+    let credential = credential.ok_or_else(|| malformed("no Credential"))?;
+    let scope: Vec<&str> = credential.split('/').collect();
+    let [access_key_id, date, region, service, "aws4_request"] = scope.as_slice() else {
+        return Err(malformed(
+            "Credential must be KEY/DATE/REGION/SERVICE/aws4_request",
+        ));
+    };
+    Ok(Authorization {
+        access_key_id,
+        date,
+        region,
+        service,
+        signed_headers: signed_headers
+            .ok_or_else(|| malformed("no SignedHeaders"))?
+            .split(';')
+            .collect(),
+        signature: signature.ok_or_else(|| malformed("no Signature"))?,
+    })
+}
+
+/// The SigV4 signature of a request with the given secret (hex).
+fn signature(
+    request: &SignedRequest<'_>,
+    authorization: &Authorization<'_>,
+    secret: &str,
+) -> Result<String, ApiError> {
+    let amz_date = request
+        .headers
+        .get("x-amz-date")
+        .and_then(|value| value.to_str().ok())
+        .ok_or_else(|| {
+            ApiError::new(ErrorCode::InvalidSignature, "X-Amz-Date header is missing")
+        })?;
+    let body_hash;
+    let payload_hash = match request
+        .headers
+        .get("x-amz-content-sha256")
+        .and_then(|value| value.to_str().ok())
+    {
+        Some(hash) => hash,
+        None => {
+            body_hash = sigv4::hex_sha256(request.body);
+            &body_hash
+        }
+    };
+    let headers = authorization
+        .signed_headers
+        .iter()
+        .map(|name| {
+            (
+                *name,
+                request
+                    .headers
+                    .get_all(*name)
+                    .iter()
+                    .map(|value| value.as_bytes())
+                    .collect(),
+            )
+        })
+        .collect();
+    let parts = sigv4::CanonicalParts {
+        method: request.method,
+        raw_path: request.raw_path,
+        raw_query: request.raw_query,
+        headers,
+        payload_hash,
+    };
+    let scope = sigv4::Scope {
+        date: authorization.date,
+        region: authorization.region,
+        service: authorization.service,
+    };
+    Ok(sigv4::signature(&parts, &scope, amz_date, secret))
+}
+
+fn constant_time_equal(left: &[u8], right: &[u8]) -> bool {
+    left.len() == right.len()
+        && left
+            .iter()
+            .zip(right)
+            .fold(0u8, |difference, (a, b)| difference | (a ^ b))
+            == 0
+}
+
+impl Authenticator {
+    pub fn new(kv: Arc<dyn Kv>, dev_account: Option<AccountId>) -> Authenticator {
+        Authenticator {
+            kv,
+            keys: RwLock::new(HashMap::new()),
+            dev_account,
+        }
+    }
+
+    async fn key(&self, access_key_id: &str) -> Result<Option<Arc<AccessKey>>, ApiError> {
+        if let Some(key) = self
+            .keys
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .get(access_key_id)
+        {
+            return Ok(Some(key.clone()));
+        }
+        let entry = self
+            .kv
+            .get(&access_key_key(access_key_id))
+            .await
+            .map_err(|error| ApiError::internal(format!("key store unavailable: {error}")))?;
+        let Some(entry) = entry else { return Ok(None) };
+        let key: AccessKey = serde_json::from_slice(&entry.value).map_err(|error| {
+            ApiError::internal(format!("stored access key is unreadable: {error}"))
+        })?;
+        let key = Arc::new(key);
+        self.keys
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .insert(access_key_id.to_string(), key.clone());
+        Ok(Some(key))
+    }
+
+    /// The account that made the request, or the AWS error to answer with.
+    pub async fn authenticate(&self, request: &SignedRequest<'_>) -> Result<AccountId, ApiError> {
+        let header = request
+            .headers
+            .get("authorization")
+            .and_then(|value| value.to_str().ok());
+        let Some(header) = header else {
+            if let Some(account) = &self.dev_account {
+                return Ok(account.clone());
+            }
+            return Err(ApiError::new(
+                ErrorCode::MissingAuthenticationToken,
+                "Missing Authentication Token: sign requests with SigV4 (the aws CLI, boto3 and the wisp CLI do this with the key wisp serve printed)",
+            ));
+        };
+        let authorization = parse_authorization(header)?;
+        if let Some(account) = &self.dev_account {
+            return Ok(match self.key(authorization.access_key_id).await? {
+                Some(key) => key.account.clone(),
+                None => account.clone(),
+            });
+        }
+        let key = self
+            .key(authorization.access_key_id)
+            .await?
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::UnrecognizedClient,
+                    "The security token included in the request is invalid.",
+                )
+            })?;
+        let expected = signature(request, &authorization, &key.secret_access_key)?;
+        if !constant_time_equal(expected.as_bytes(), authorization.signature.as_bytes()) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidSignature,
+                "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method.",
+            ));
+        }
+        Ok(key.account.clone())
+    }
+}

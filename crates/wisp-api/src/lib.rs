@@ -1,0 +1,175 @@
+//! The HTTP API: Lambda's REST protocol (control plane and Invoke) and Wisp's own `/wisp/v1` routes.
+//!
+//! Handlers decode the wire format, call the control plane or the engine, and encode the answer
+//! in AWS's shape (errors: `X-Amzn-ErrorType` header and a JSON body with `Type` and `Message`).
+//! No business rule lives here: validation of values is the control plane's, invocation is the engine's.
+
+pub mod auth;
+mod lambda;
+mod wisp;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
+use wisp_control::ControlPlane;
+use wisp_engine::Engine;
+use wisp_store::Log;
+use wisp_types::{AccountId, ApiError, ErrorCode};
+
+pub use auth::{AccessKey, Authenticator};
+
+/// Largest request body read at all (a 50 MB zip, base64-encoded, inside JSON).
+pub const MAX_REQUEST_BYTES: usize = 70 * 1024 * 1024;
+
+/// Everything the handlers need.
+pub struct ApiState {
+    pub control: Arc<ControlPlane>,
+    pub engine: Arc<Engine>,
+    pub log: Arc<dyn Log>,
+    pub auth: Authenticator,
+    pub region: String,
+}
+
+/// The whole HTTP API as one router.
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .merge(lambda::routes())
+        .merge(wisp::routes())
+        .fallback(unknown_route)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authenticate,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+/// The authenticated caller, placed in request extensions by [`authenticate`].
+#[derive(Clone)]
+pub struct Caller(pub AccountId);
+
+/// An error answered in AWS's shape.
+pub struct Failure(pub ApiError);
+
+impl From<ApiError> for Failure {
+    fn from(error: ApiError) -> Failure {
+        Failure(error)
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let error = self.0;
+        let status = StatusCode::from_u16(error.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let kind = if error.code == ErrorCode::Service {
+            "Service"
+        } else {
+            "User"
+        };
+        let mut body =
+            serde_json::json!({ "Type": kind, "Message": error.message, "message": error.message });
+        if let Some(reason) = error.reason {
+            body["Reason"] = reason.into();
+        }
+        let mut response = (status, body.to_string()).into_response();
+        let headers = response.headers_mut();
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        headers.insert(
+            "x-amzn-errortype",
+            HeaderValue::from_static(error.code.aws_name()),
+        );
+        if let Some(seconds) = error.retry_after_seconds {
+            headers.insert("retry-after", HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+async fn unknown_route(request: Request) -> Failure {
+    Failure(ApiError::new(
+        ErrorCode::ResourceNotFound,
+        format!(
+            "no such API route: {} {}",
+            request.method(),
+            request.uri().path()
+        ),
+    ))
+}
+
+/// Reads the body (bounded), verifies the SigV4 signature, and passes the request on with the caller attached.
+async fn authenticate(
+    State(state): State<Arc<ApiState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let (mut parts, body) = request.into_parts();
+    let body = match http_body_util::Limited::new(body, MAX_REQUEST_BYTES)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            return with_request_id(
+                Failure(ApiError::new(
+                    ErrorCode::RequestTooLarge,
+                    format!("Request must be smaller than {MAX_REQUEST_BYTES} bytes"),
+                ))
+                .into_response(),
+                &request_id,
+            );
+        }
+    };
+    let signed = auth::SignedRequest {
+        method: parts.method.as_str(),
+        raw_path: parts.uri.path(),
+        raw_query: parts.uri.query(),
+        headers: &parts.headers,
+        body: &body,
+    };
+    let response = match state.auth.authenticate(&signed).await {
+        Ok(account) => {
+            parts.extensions.insert(Caller(account));
+            parts.extensions.insert(RequestId(request_id.clone()));
+            next.run(Request::from_parts(parts, Body::from(body))).await
+        }
+        Err(error) => Failure(error).into_response(),
+    };
+    with_request_id(response, &request_id)
+}
+
+/// The id of the API request (for invocations the engine's request id is used instead).
+#[derive(Clone)]
+pub struct RequestId(pub String);
+
+fn with_request_id(mut response: Response, request_id: &str) -> Response {
+    if !response.headers().contains_key("x-amzn-requestid") {
+        if let Ok(value) = HeaderValue::from_str(request_id) {
+            response.headers_mut().insert("x-amzn-requestid", value);
+        }
+    }
+    response
+}
+
+/// Parses a JSON body, answering malformed input with InvalidRequestContentException.
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Failure> {
+    let text: &[u8] = if body.is_empty() { b"{}" } else { body };
+    serde_json::from_slice(text).map_err(|error| {
+        Failure(ApiError::new(
+            ErrorCode::InvalidRequestContent,
+            format!("Could not parse request body into json: {error}"),
+        ))
+    })
+}
+
+pub(crate) fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response {
+    let body = serde_json::to_vec(value).expect("responses serialise");
+    (status, [("content-type", "application/json")], body).into_response()
+}

@@ -1,0 +1,210 @@
+//! `wisp deploy`: packs a directory (or takes a zip), reads the optional `wisp.toml` manifest, and
+//! creates the function or, when it exists, updates its code and configuration.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use base64::Engine as _;
+use reqwest::Method;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::client::{Client, segment};
+
+#[derive(clap::Args)]
+pub struct DeployArgs {
+    /// A directory (zipped for you) or a .zip file.
+    path: PathBuf,
+    /// Function name; defaults to the directory or zip file name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Runtime id (python3.12, nodejs20.x, provided.al2023, …); overrides the manifest.
+    #[arg(long)]
+    runtime: Option<String>,
+    /// Handler (module.function for python, file.export for node); overrides the manifest.
+    #[arg(long)]
+    handler: Option<String>,
+    /// Memory in MB (128–10240).
+    #[arg(long)]
+    memory: Option<u32>,
+    /// Timeout in seconds (1–900).
+    #[arg(long)]
+    timeout: Option<u32>,
+    /// Environment variable NAME=VALUE (repeatable).
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    environment: Vec<String>,
+    /// Publish a version after deploying.
+    #[arg(long)]
+    publish: bool,
+    #[arg(long)]
+    description: Option<String>,
+}
+
+/// The `wisp.toml` manifest; unknown keys are errors.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Manifest {
+    runtime: Option<String>,
+    handler: Option<String>,
+    memory: Option<u32>,
+    timeout: Option<u32>,
+    description: Option<String>,
+    #[serde(default)]
+    environment: BTreeMap<String, String>,
+}
+
+const MANIFEST: &str = "wisp.toml";
+
+pub async fn deploy(client: &Client, args: DeployArgs) -> anyhow::Result<Value> {
+    let path = &args.path;
+    let metadata =
+        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let (zip, manifest) = if metadata.is_dir() {
+        let manifest_path = path.join(MANIFEST);
+        let manifest = match std::fs::read_to_string(&manifest_path) {
+            Ok(text) => toml::from_str(&text)
+                .with_context(|| format!("{} is invalid", manifest_path.display()))?,
+            Err(_) => Manifest::default(),
+        };
+        (zip_directory(path)?, manifest)
+    } else {
+        (
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
+            Manifest::default(),
+        )
+    };
+    let name = match &args.name {
+        Some(name) => name.clone(),
+        None => path
+            .canonicalize()?
+            .file_stem()
+            .and_then(|stem| stem.to_str())
+            .map(str::to_string)
+            .context("cannot derive a function name from the path; pass --name")?,
+    };
+    let runtime = args
+        .runtime
+        .or(manifest.runtime)
+        .context("no runtime: pass --runtime or set runtime in wisp.toml")?;
+    let handler = args.handler.or(manifest.handler);
+    let mut environment = manifest.environment;
+    for pair in &args.environment {
+        let (key, value) = pair
+            .split_once('=')
+            .with_context(|| format!("--env {pair:?} must be NAME=VALUE"))?;
+        environment.insert(key.to_string(), value.to_string());
+    }
+    let description = args.description.or(manifest.description);
+    let memory = args.memory.or(manifest.memory);
+    let timeout = args.timeout.or(manifest.timeout);
+    let zip_base64 = base64::engine::general_purpose::STANDARD.encode(&zip);
+
+    let mut create = json!({
+        "FunctionName": name,
+        "Runtime": runtime,
+        "Code": { "ZipFile": zip_base64 },
+        "Environment": { "Variables": environment },
+        "Publish": args.publish,
+    });
+    for (key, value) in [
+        ("Handler", handler.clone().map(Value::from)),
+        ("MemorySize", memory.map(Value::from)),
+        ("Timeout", timeout.map(Value::from)),
+        ("Description", description.clone().map(Value::from)),
+    ] {
+        if let Some(value) = value {
+            create[key] = value;
+        }
+    }
+    let body = serde_json::to_vec(&create)?;
+    let reply = client
+        .send(
+            Method::POST,
+            "/2015-03-31/functions",
+            &[("content-type", "application/json".to_string())],
+            body,
+        )
+        .await?;
+    if reply.status == 201 {
+        return reply.json();
+    }
+    if reply.header("x-amzn-errortype") != Some("ResourceConflictException") {
+        bail!("{}", reply.error_line());
+    }
+    // The function exists: update its configuration, then its code (and publish if asked).
+    let function = segment(&name);
+    let mut update = json!({ "Runtime": runtime, "Environment": { "Variables": create["Environment"]["Variables"] } });
+    for (key, value) in [
+        ("Handler", handler.map(Value::from)),
+        ("MemorySize", memory.map(Value::from)),
+        ("Timeout", timeout.map(Value::from)),
+        ("Description", description.map(Value::from)),
+    ] {
+        if let Some(value) = value {
+            update[key] = value;
+        }
+    }
+    client
+        .call(
+            Method::PUT,
+            &format!("/2015-03-31/functions/{function}/configuration"),
+            Some(&update),
+        )
+        .await?;
+    let code = json!({ "ZipFile": create["Code"]["ZipFile"], "Publish": args.publish });
+    client
+        .call(
+            Method::PUT,
+            &format!("/2015-03-31/functions/{function}/code"),
+            Some(&code),
+        )
+        .await?
+        .json()
+}
+
+/// Zips a directory, keeping executable bits; skips the manifest, VCS and cache folders.
+fn zip_directory(root: &Path) -> anyhow::Result<Vec<u8>> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let mut pending = vec![root.to_path_buf()];
+    let mut files = Vec::new();
+    while let Some(dir) = pending.pop() {
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?
+        {
+            let entry = entry?;
+            let name = entry.file_name();
+            if matches!(
+                name.to_str(),
+                Some(".git" | "__pycache__" | "node_modules/.cache" | ".wisp")
+            ) {
+                continue;
+            }
+            let file_type = entry.file_type()?;
+            if file_type.is_dir() {
+                pending.push(entry.path());
+            } else if file_type.is_file() {
+                files.push(entry.path());
+            }
+        }
+    }
+    files.sort();
+    for file in files {
+        let relative = file
+            .strip_prefix(root)?
+            .to_string_lossy()
+            .replace('\\', "/");
+        if relative == MANIFEST {
+            continue;
+        }
+        let mode = std::fs::metadata(&file)?.permissions().mode() & 0o777;
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated)
+            .unix_permissions(mode);
+        writer.start_file(relative, options)?;
+        writer.write_all(&std::fs::read(&file)?)?;
+    }
+    Ok(writer.finish()?.into_inner())
+}

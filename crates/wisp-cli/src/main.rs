@@ -1,0 +1,558 @@
+//! The `wisp` binary: `wisp serve` starts the platform; every other command is a client that talks to
+//! a running server over its HTTP API (signed with SigV4), prints one readable line on error and exits
+//! non-zero. `--output json` prints the server's JSON for scripts.
+
+mod client;
+mod deploy;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use base64::Engine as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use client::{Client, segment};
+
+#[derive(Parser)]
+#[command(
+    name = "wisp",
+    version,
+    about = "Wisp: a Lambda-compatible serverless function platform"
+)]
+struct Cli {
+    /// The server to talk to.
+    #[arg(
+        long,
+        global = true,
+        env = "WISP_ENDPOINT",
+        default_value = "http://127.0.0.1:9000"
+    )]
+    endpoint: String,
+    /// The server's data directory (for `serve`, and where clients find `credentials`).
+    #[arg(long, global = true, env = "WISP_DATA", default_value = ".wisp")]
+    data: PathBuf,
+    #[arg(long, global = true, env = "AWS_REGION", default_value = "us-east-1")]
+    region: String,
+    /// Output format of client commands.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    output: Output,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the platform (embedded store in --data).
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: SocketAddr,
+        /// Accept any access key without checking signatures (local experiments only).
+        #[arg(long)]
+        dev: bool,
+        /// Seconds an idle instance is kept warm.
+        #[arg(long, default_value_t = 300)]
+        idle_timeout: u64,
+        /// Seconds between SIGTERM and SIGKILL when an instance is stopped.
+        #[arg(long, default_value_t = 2)]
+        shutdown_grace: u64,
+        /// Concurrent executions allowed per account.
+        #[arg(long, default_value_t = 1000)]
+        account_concurrency: u32,
+        /// Processes and threads allowed per sandbox.
+        #[arg(long, default_value_t = 1024)]
+        pids_max: u32,
+    },
+    /// Create or update a function from a directory or a zip.
+    Deploy(deploy::DeployArgs),
+    /// Invoke a function and print its response.
+    Invoke {
+        function: String,
+        /// JSON payload.
+        #[arg(long)]
+        payload: Option<String>,
+        /// Read the payload from a file.
+        #[arg(long, conflicts_with = "payload")]
+        payload_file: Option<PathBuf>,
+        #[arg(long)]
+        qualifier: Option<String>,
+        /// Print the invocation's log tail to stderr.
+        #[arg(long)]
+        log: bool,
+    },
+    /// List functions.
+    Ls,
+    /// Show a function's configuration.
+    Get {
+        function: String,
+        #[arg(long)]
+        qualifier: Option<String>,
+    },
+    /// Publish $LATEST as a new version.
+    Publish {
+        function: String,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// Manage aliases.
+    Alias {
+        #[command(subcommand)]
+        command: AliasCommand,
+    },
+    /// Show a function's logs.
+    Logs {
+        function: String,
+        /// Keep printing new log text as it arrives.
+        #[arg(long, short)]
+        follow: bool,
+        #[arg(long, default_value_t = 100)]
+        limit: u64,
+    },
+    /// List recent invocation records of a function.
+    Invocations {
+        function: String,
+        #[arg(long, default_value_t = 20)]
+        limit: u64,
+    },
+    /// Delete a function (or one version with --qualifier).
+    Rm {
+        function: String,
+        #[arg(long)]
+        qualifier: Option<String>,
+    },
+    /// Report which isolation mechanisms the server's machine supports.
+    Doctor {
+        /// Probe this machine directly instead of asking the server.
+        #[arg(long)]
+        local: bool,
+    },
+    /// The sandbox launcher (started by the server, not by people).
+    #[command(hide = true)]
+    Launch,
+}
+
+#[derive(Subcommand)]
+enum AliasCommand {
+    /// Create or move an alias; `--weight VERSION=0.1` sends that share of traffic to another version.
+    Set {
+        function: String,
+        alias: String,
+        version: String,
+        #[arg(long)]
+        weight: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    Ls {
+        function: String,
+    },
+    Rm {
+        function: String,
+        alias: String,
+    },
+}
+
+fn main() {
+    // The launcher takes its own arguments and must run before any thread exists: dispatch before clap.
+    if std::env::args().nth(1).as_deref() == Some("launch") {
+        wisp_sandbox::launcher::main();
+    }
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let code = match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("wisp: {error:#}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+async fn run(cli: Cli) -> anyhow::Result<i32> {
+    if let Command::Serve {
+        listen,
+        dev,
+        idle_timeout,
+        shutdown_grace,
+        account_concurrency,
+        pids_max,
+    } = cli.command
+    {
+        tracing_subscriber_init();
+        let program =
+            std::env::current_exe().context("cannot find the wisp executable for the launcher")?;
+        let data_dir = std::path::absolute(&cli.data)?;
+        wisp_server::run(wisp_server::Configuration {
+            listen,
+            data_dir,
+            storage: wisp_server::StorageKind::Embedded,
+            dev,
+            region: cli.region,
+            account_concurrency,
+            idle_timeout: Duration::from_secs(idle_timeout),
+            shutdown_grace: Duration::from_secs(shutdown_grace),
+            pids_max,
+            launcher: wisp_sandbox::LauncherCommand {
+                program,
+                args: vec!["launch".into()],
+            },
+        })
+        .await?;
+        return Ok(0);
+    }
+    if let Command::Doctor { local: true } = cli.command {
+        println!("{}", wisp_sandbox::doctor::probe());
+        return Ok(0);
+    }
+    let credentials = client::load_credentials(&cli.data)?;
+    let client = Client::new(cli.endpoint.clone(), cli.region.clone(), credentials)?;
+    let json_output = cli.output == Output::Json;
+    let print = |value: &Value| {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        )
+    };
+    match cli.command {
+        Command::Serve { .. } | Command::Launch => unreachable!("handled above"),
+        Command::Deploy(args) => {
+            let config = deploy::deploy(&client, args).await?;
+            if json_output {
+                print(&config);
+            } else {
+                println!(
+                    "deployed {} ({}, {} MB, {} s) version {} sha256 {}",
+                    config["FunctionName"].as_str().unwrap_or("?"),
+                    config["Runtime"].as_str().unwrap_or("?"),
+                    config["MemorySize"],
+                    config["Timeout"],
+                    config["Version"].as_str().unwrap_or("?"),
+                    config["CodeSha256"].as_str().unwrap_or("?"),
+                );
+            }
+        }
+        Command::Invoke {
+            function,
+            payload,
+            payload_file,
+            qualifier,
+            log,
+        } => {
+            let payload = match (payload, payload_file) {
+                (Some(text), _) => text.into_bytes(),
+                (None, Some(path)) => std::fs::read(&path)
+                    .with_context(|| format!("cannot read {}", path.display()))?,
+                (None, None) => b"{}".to_vec(),
+            };
+            let mut path = format!("/2015-03-31/functions/{}/invocations", segment(&function));
+            if let Some(qualifier) = qualifier {
+                path.push_str(&format!("?Qualifier={}", segment(&qualifier)));
+            }
+            let mut headers = vec![("content-type", "application/json".to_string())];
+            if log {
+                headers.push(("x-amz-log-type", "Tail".to_string()));
+            }
+            let reply = client.send(Method::POST, &path, &headers, payload).await?;
+            if !(200..300).contains(&reply.status) {
+                bail!("{}", reply.error_line());
+            }
+            if let Some(tail) = reply.header("x-amz-log-result") {
+                let text = base64::engine::general_purpose::STANDARD
+                    .decode(tail)
+                    .unwrap_or_default();
+                eprint!("{}", String::from_utf8_lossy(&text));
+            }
+            let function_error = reply.header("x-amz-function-error").map(str::to_string);
+            if json_output {
+                let payload: Value = serde_json::from_slice(&reply.body).unwrap_or_else(|_| {
+                    Value::String(String::from_utf8_lossy(&reply.body).into_owned())
+                });
+                print(&json!({
+                    "StatusCode": reply.status,
+                    "ExecutedVersion": reply.header("x-amz-executed-version"),
+                    "FunctionError": function_error,
+                    "RequestId": reply.header("x-amzn-requestid"),
+                    "Payload": payload,
+                }));
+            } else {
+                println!("{}", String::from_utf8_lossy(&reply.body));
+            }
+            if function_error.is_some() {
+                return Ok(2);
+            }
+        }
+        Command::Ls => {
+            let mut marker: Option<String> = None;
+            let mut functions = Vec::new();
+            loop {
+                let mut path = "/2015-03-31/functions/?MaxItems=50".to_string();
+                if let Some(marker) = &marker {
+                    path.push_str(&format!("&Marker={}", segment(marker)));
+                }
+                let page = client.call(Method::GET, &path, None).await?.json()?;
+                functions.extend(page["Functions"].as_array().cloned().unwrap_or_default());
+                match page["NextMarker"].as_str() {
+                    Some(next) => marker = Some(next.to_string()),
+                    None => break,
+                }
+            }
+            if json_output {
+                print(&Value::Array(functions));
+            } else {
+                println!(
+                    "{:<32} {:<16} {:>7} {:>8}  LAST MODIFIED",
+                    "NAME", "RUNTIME", "MEMORY", "TIMEOUT"
+                );
+                for function in functions {
+                    println!(
+                        "{:<32} {:<16} {:>7} {:>8}  {}",
+                        function["FunctionName"].as_str().unwrap_or("?"),
+                        function["Runtime"].as_str().unwrap_or("?"),
+                        function["MemorySize"],
+                        function["Timeout"],
+                        function["LastModified"].as_str().unwrap_or("?")
+                    );
+                }
+            }
+        }
+        Command::Get {
+            function,
+            qualifier,
+        } => {
+            let mut path = format!("/2015-03-31/functions/{}", segment(&function));
+            if let Some(qualifier) = qualifier {
+                path.push_str(&format!("?Qualifier={}", segment(&qualifier)));
+            }
+            print(&client.call(Method::GET, &path, None).await?.json()?);
+        }
+        Command::Publish {
+            function,
+            description,
+        } => {
+            let body = json!({ "Description": description });
+            let config = client
+                .call(
+                    Method::POST,
+                    &format!("/2015-03-31/functions/{}/versions", segment(&function)),
+                    Some(&body),
+                )
+                .await?
+                .json()?;
+            if json_output {
+                print(&config);
+            } else {
+                println!(
+                    "published {} version {}",
+                    function,
+                    config["Version"].as_str().unwrap_or("?")
+                );
+            }
+        }
+        Command::Alias { command } => alias(&client, command, json_output).await?,
+        Command::Logs {
+            function,
+            follow,
+            limit,
+        } => {
+            let base = format!("/wisp/v1/functions/{}/logs", segment(&function));
+            let mut next: Option<u64> = None;
+            loop {
+                let path = match next {
+                    None => format!("{base}?limit={limit}"),
+                    Some(from) => format!("{base}?from={from}&limit=1000&wait=20"),
+                };
+                let page = client.call(Method::GET, &path, None).await?.json()?;
+                for record in page["Records"].as_array().cloned().unwrap_or_default() {
+                    if json_output {
+                        println!("{record}");
+                    } else {
+                        print!("{}", record["Text"].as_str().unwrap_or(""));
+                    }
+                }
+                if !follow {
+                    break;
+                }
+                next = page["NextOffset"].as_u64();
+            }
+        }
+        Command::Invocations { function, limit } => {
+            let page = client
+                .call(
+                    Method::GET,
+                    &format!(
+                        "/wisp/v1/functions/{}/invocations?limit={limit}",
+                        segment(&function)
+                    ),
+                    None,
+                )
+                .await?
+                .json()?;
+            let records = page["Invocations"].as_array().cloned().unwrap_or_default();
+            if json_output {
+                print(&Value::Array(records));
+            } else {
+                println!(
+                    "{:<36} {:<8} {:<10} {:>12} {:>8} {:>6} {:>5}  ERROR",
+                    "REQUEST ID", "VERSION", "STATUS", "DURATION ms", "BILLED", "MEM MB", "COLD"
+                );
+                for record in records {
+                    println!(
+                        "{:<36} {:<8} {:<10} {:>12.3} {:>8} {:>6} {:>5}  {}",
+                        record["request_id"].as_str().unwrap_or("?"),
+                        record["version"].as_str().unwrap_or("?"),
+                        record["status"].as_str().unwrap_or("?"),
+                        record["duration_us"].as_f64().unwrap_or(0.0) / 1000.0,
+                        record["billed_duration_ms"],
+                        record["max_memory_used_mb"],
+                        record["cold_start"],
+                        record["error_type"].as_str().unwrap_or("")
+                    );
+                }
+            }
+        }
+        Command::Rm {
+            function,
+            qualifier,
+        } => {
+            let mut path = format!("/2015-03-31/functions/{}", segment(&function));
+            if let Some(qualifier) = &qualifier {
+                path.push_str(&format!("?Qualifier={}", segment(qualifier)));
+            }
+            client.call(Method::DELETE, &path, None).await?;
+            if !json_output {
+                println!(
+                    "deleted {function}{}",
+                    qualifier.map(|q| format!(":{q}")).unwrap_or_default()
+                );
+            }
+        }
+        Command::Doctor { .. } => {
+            let report = client
+                .call(Method::GET, "/wisp/v1/doctor", None)
+                .await?
+                .json()?;
+            if json_output {
+                print(&report);
+            } else {
+                println!("{}", report["Report"].as_str().unwrap_or(""));
+            }
+        }
+    }
+    Ok(0)
+}
+
+async fn alias(client: &Client, command: AliasCommand, json_output: bool) -> anyhow::Result<()> {
+    match command {
+        AliasCommand::Set {
+            function,
+            alias,
+            version,
+            weight,
+            description,
+        } => {
+            let mut body = json!({ "FunctionVersion": version });
+            if let Some(description) = description {
+                body["Description"] = description.into();
+            }
+            let weights = match weight {
+                Some(text) => {
+                    let (other, share) = text
+                        .split_once('=')
+                        .context("--weight must be VERSION=SHARE, e.g. 3=0.1")?;
+                    let share: f64 = share
+                        .parse()
+                        .context("--weight share must be a number between 0 and 1")?;
+                    json!({ other: share })
+                }
+                None => json!({}),
+            };
+            body["RoutingConfig"] = json!({ "AdditionalVersionWeights": weights });
+            let path = format!(
+                "/2015-03-31/functions/{}/aliases/{}",
+                segment(&function),
+                segment(&alias)
+            );
+            let reply = client.send(Method::GET, &path, &[], Vec::new()).await?;
+            let config = if reply.status == 404 {
+                body["Name"] = alias.clone().into();
+                client
+                    .call(
+                        Method::POST,
+                        &format!("/2015-03-31/functions/{}/aliases", segment(&function)),
+                        Some(&body),
+                    )
+                    .await?
+                    .json()?
+            } else {
+                client.call(Method::PUT, &path, Some(&body)).await?.json()?
+            };
+            if json_output {
+                println!("{}", serde_json::to_string_pretty(&config)?);
+            } else {
+                println!(
+                    "alias {function}:{alias} → version {}",
+                    config["FunctionVersion"].as_str().unwrap_or("?")
+                );
+            }
+        }
+        AliasCommand::Ls { function } => {
+            let page = client
+                .call(
+                    Method::GET,
+                    &format!("/2015-03-31/functions/{}/aliases", segment(&function)),
+                    None,
+                )
+                .await?
+                .json()?;
+            let aliases = page["Aliases"].as_array().cloned().unwrap_or_default();
+            if json_output {
+                println!("{}", serde_json::to_string_pretty(&aliases)?);
+            } else {
+                for alias in aliases {
+                    println!(
+                        "{:<24} {:<8} {}",
+                        alias["Name"].as_str().unwrap_or("?"),
+                        alias["FunctionVersion"].as_str().unwrap_or("?"),
+                        alias["RoutingConfig"]
+                    );
+                }
+            }
+        }
+        AliasCommand::Rm { function, alias } => {
+            client
+                .call(
+                    Method::DELETE,
+                    &format!(
+                        "/2015-03-31/functions/{}/aliases/{}",
+                        segment(&function),
+                        segment(&alias)
+                    ),
+                    None,
+                )
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+fn tracing_subscriber_init() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WISP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,1106 @@
+//! The control plane: functions, published versions, aliases and concurrency settings, kept in the
+//! store (`Kv` for records, `Blobs` for deployment packages by sha256).
+//!
+//! Every operation here is a Lambda control-plane action with Lambda's rules and errors. This crate
+//! never runs code and never speaks HTTP; it validates, stores and resolves. Published versions are
+//! immutable: they are written once with put-if-absent and never updated.
+//!
+//! Key layout (all under the account, so an account's data is one prefix):
+//! `fn/{account}/{name}` → [`StoredFunction`], `ver/{account}/{name}/{version:020}` → [`StoredVersion`],
+//! `alias/{account}/{name}/{alias}` → [`AliasConfiguration`].
+
+pub mod runtimes;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+use base64::Engine as _;
+use sha2::Digest as _;
+use wisp_store::{Blobs, Digest, Kv, StoreError};
+use wisp_types::*;
+
+pub use runtimes::{Interpreter, RuntimeCatalog, RuntimeFamily};
+
+/// Settings of the control plane.
+#[derive(Debug, Clone)]
+pub struct ControlOptions {
+    pub region: String,
+    /// Concurrent executions allowed per account; reserved concurrency is carved out of it.
+    pub account_concurrency: u32,
+    /// Uncompressed size limit of a deployment package.
+    pub max_unzipped_bytes: u64,
+}
+
+impl Default for ControlOptions {
+    fn default() -> Self {
+        ControlOptions {
+            region: "us-east-1".into(),
+            account_concurrency: 1000,
+            max_unzipped_bytes: 250 * 1024 * 1024,
+        }
+    }
+}
+
+/// CreateFunction's input, after the wire format (base64) is decoded.
+#[derive(Debug, Clone, Default)]
+pub struct CreateFunction {
+    pub name: String,
+    pub runtime: String,
+    pub handler: Option<String>,
+    pub role: Option<String>,
+    pub description: Option<String>,
+    pub timeout: Option<u32>,
+    pub memory_size: Option<u32>,
+    pub environment: Option<Environment>,
+    pub ephemeral_storage: Option<EphemeralStorage>,
+    pub zip: Vec<u8>,
+    pub publish: bool,
+}
+
+/// UpdateFunctionConfiguration's input: every field optional.
+#[derive(Debug, Clone, Default)]
+pub struct UpdateConfiguration {
+    pub runtime: Option<String>,
+    pub handler: Option<String>,
+    pub role: Option<String>,
+    pub description: Option<String>,
+    pub timeout: Option<u32>,
+    pub memory_size: Option<u32>,
+    pub environment: Option<Environment>,
+    pub ephemeral_storage: Option<EphemeralStorage>,
+    pub revision_id: Option<String>,
+}
+
+/// An alias's settings in Create/UpdateAlias.
+#[derive(Debug, Clone, Default)]
+pub struct AliasInput {
+    pub function_version: Option<String>,
+    pub description: Option<String>,
+    pub routing: Option<AliasRoutingConfiguration>,
+    pub revision_id: Option<String>,
+}
+
+/// What an invocation of a function reference resolves to.
+#[derive(Debug)]
+pub struct Resolved {
+    pub account: AccountId,
+    pub function_name: String,
+    /// The ARN the caller invoked (qualified when they gave a qualifier).
+    pub invoked_arn: String,
+    /// The main version, and for a weighted alias the other one with its weight.
+    pub primary: Arc<StoredVersion>,
+    pub additional: Option<(Arc<StoredVersion>, f64)>,
+    pub reserved_concurrency: Option<u32>,
+}
+
+impl Resolved {
+    /// Picks the version for one invocation; `roll` is uniform in [0, 1).
+    pub fn pick(&self, roll: f64) -> &Arc<StoredVersion> {
+        match &self.additional {
+            Some((version, weight)) if roll < *weight => version,
+            _ => &self.primary,
+        }
+    }
+}
+
+type CacheKey = (AccountId, String, Option<Qualifier>);
+
+/// The control plane. Cheap to share behind an `Arc`.
+pub struct ControlPlane {
+    kv: Arc<dyn Kv>,
+    blobs: Arc<dyn Blobs>,
+    options: ControlOptions,
+    runtimes: Arc<RuntimeCatalog>,
+    /// Resolutions for the invoke path, so a warm invoke never reads the store.
+    /// Entries of a function are dropped on every change to it.
+    resolved: RwLock<HashMap<CacheKey, Arc<Resolved>>>,
+    /// Bumped on every change, so a resolution read before a change is never cached after it.
+    generation: std::sync::atomic::AtomicU64,
+    changes: tokio::sync::broadcast::Sender<(AccountId, String)>,
+}
+
+fn function_key(account: &AccountId, name: &str) -> String {
+    format!("fn/{account}/{name}")
+}
+
+fn version_prefix(account: &AccountId, name: &str) -> String {
+    format!("ver/{account}/{name}/")
+}
+
+fn version_key(account: &AccountId, name: &str, version: u64) -> String {
+    format!("ver/{account}/{name}/{version:020}")
+}
+
+fn alias_prefix(account: &AccountId, name: &str) -> String {
+    format!("alias/{account}/{name}/")
+}
+
+fn alias_key(account: &AccountId, name: &str, alias: &str) -> String {
+    format!("alias/{account}/{name}/{alias}")
+}
+
+fn store_error(error: StoreError) -> ApiError {
+    ApiError::internal(format!("store error: {error}"))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|error| ApiError::internal(format!("stored record {key} is unreadable: {error}")))
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("records serialise")
+}
+
+/// Lambda's `LastModified` format: `2026-12-04T16:36:31.123+0000`.
+pub fn lambda_timestamp(time: chrono::DateTime<chrono::Utc>) -> String {
+    time.format("%Y-%m-%dT%H:%M:%S%.3f+0000").to_string()
+}
+
+fn new_revision_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn function_not_found(account: &AccountId, name: &str) -> ApiError {
+    ApiError::not_found(format!(
+        "Function not found: {}; hint: wisp ls",
+        function_arn_for(account, name)
+    ))
+}
+
+fn function_arn_for(account: &AccountId, name: &str) -> String {
+    // The region only decorates messages here; ARNs in records use the configured region.
+    format!("arn:aws:lambda:*:{account}:function:{name}")
+}
+
+impl ControlPlane {
+    pub fn new(
+        kv: Arc<dyn Kv>,
+        blobs: Arc<dyn Blobs>,
+        runtimes: Arc<RuntimeCatalog>,
+        options: ControlOptions,
+    ) -> ControlPlane {
+        ControlPlane {
+            kv,
+            blobs,
+            options,
+            runtimes,
+            resolved: RwLock::new(HashMap::new()),
+            generation: std::sync::atomic::AtomicU64::new(0),
+            changes: tokio::sync::broadcast::channel(1024).0,
+        }
+    }
+
+    pub fn options(&self) -> &ControlOptions {
+        &self.options
+    }
+
+    pub fn runtimes(&self) -> &Arc<RuntimeCatalog> {
+        &self.runtimes
+    }
+
+    pub fn kv(&self) -> &Arc<dyn Kv> {
+        &self.kv
+    }
+
+    /// The deployment package behind a digest.
+    pub async fn code(&self, digest: &str) -> Result<Vec<u8>, ApiError> {
+        self.blobs
+            .get(&Digest(digest.to_string()))
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| {
+                ApiError::internal(format!(
+                    "code package {digest} is missing from the blob store"
+                ))
+            })
+    }
+
+    /// Announces each change to a function (account, name) after it is stored.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<(AccountId, String)> {
+        self.changes.subscribe()
+    }
+
+    fn forget(&self, account: &AccountId, name: &str) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut resolved = self
+            .resolved
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner());
+        resolved.retain(|(cached_account, cached_name, _), _| {
+            !(cached_account == account && cached_name == name)
+        });
+        drop(resolved);
+        let _ = self.changes.send((account.clone(), name.to_string()));
+    }
+
+    /// Checks a package and stores it; returns (hex digest, base64 digest, size).
+    async fn store_code(
+        &self,
+        runtime: &str,
+        zip: Vec<u8>,
+    ) -> Result<(String, String, u64), ApiError> {
+        if zip.is_empty() {
+            return Err(ApiError::invalid(
+                "Code.ZipFile is empty: upload a zip archive of the function's code",
+            ));
+        }
+        if zip.len() > MAX_ZIP_BYTES {
+            return Err(ApiError::new(
+                ErrorCode::RequestTooLarge,
+                format!(
+                    "deployment package is {} bytes; the limit is {MAX_ZIP_BYTES}",
+                    zip.len()
+                ),
+            ));
+        }
+        let limits = wisp_sandbox::archive::ArchiveLimits {
+            max_total_bytes: self.options.max_unzipped_bytes,
+            ..Default::default()
+        };
+        let summary = wisp_sandbox::archive::inspect(&zip, &limits)
+            .map_err(|error| ApiError::invalid(format!("deployment package refused: {error}")))?;
+        if RuntimeCatalog::family(runtime)? == RuntimeFamily::Provided {
+            match summary.entry("bootstrap").map(|entry| &entry.kind) {
+                Some(wisp_sandbox::archive::EntryKind::File { executable: true }) => {}
+                Some(wisp_sandbox::archive::EntryKind::File { executable: false }) => {
+                    return Err(ApiError::invalid(
+                        "bootstrap is not executable: set its mode to 0755 before zipping (chmod +x bootstrap)",
+                    ));
+                }
+                _ => {
+                    return Err(ApiError::invalid(format!(
+                        "runtime {runtime} needs an executable file named bootstrap at the root of the package"
+                    )));
+                }
+            }
+        }
+        let size = zip.len() as u64;
+        let base64_digest =
+            base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&zip));
+        let digest = self.blobs.put(zip).await.map_err(store_error)?;
+        Ok((digest.0, base64_digest, size))
+    }
+
+    async fn load_function(
+        &self,
+        account: &AccountId,
+        name: &str,
+    ) -> Result<(StoredFunction, u64), ApiError> {
+        validate_function_name(name)?;
+        let key = function_key(account, name);
+        let entry = self
+            .kv
+            .get(&key)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| function_not_found(account, name))?;
+        Ok((decode(&key, &entry.value)?, entry.revision))
+    }
+
+    pub async fn create_function(
+        &self,
+        account: &AccountId,
+        input: CreateFunction,
+    ) -> Result<FunctionConfiguration, ApiError> {
+        validate_function_name(&input.name)?;
+        self.runtimes.check(&input.runtime)?;
+        let family = RuntimeCatalog::family(&input.runtime)?;
+        let handler = match (input.handler, family) {
+            (Some(handler), _) if !handler.is_empty() => handler,
+            (_, RuntimeFamily::Provided) => String::new(),
+            _ => {
+                return Err(ApiError::invalid(format!(
+                    "Handler is required for runtime {}",
+                    input.runtime
+                )));
+            }
+        };
+        let memory_size = input.memory_size.unwrap_or(DEFAULT_MEMORY_MB);
+        validate_memory(memory_size)?;
+        let timeout = input.timeout.unwrap_or(DEFAULT_TIMEOUT_SECONDS);
+        validate_timeout(timeout)?;
+        let environment = input.environment.unwrap_or_default();
+        validate_environment(&environment)?;
+        let ephemeral_storage = input.ephemeral_storage.unwrap_or(EphemeralStorage {
+            size: MIN_EPHEMERAL_MB,
+        });
+        validate_ephemeral_storage(ephemeral_storage.size)?;
+        let key = function_key(account, &input.name);
+        if self.kv.get(&key).await.map_err(store_error)?.is_some() {
+            return Err(ApiError::conflict(format!(
+                "Function already exist: {}",
+                input.name
+            )));
+        }
+        let (code_digest, code_sha256, code_size) =
+            self.store_code(&input.runtime, input.zip).await?;
+        let config = FunctionConfiguration {
+            function_arn: function_arn(&self.options.region, account, &input.name),
+            function_name: input.name.clone(),
+            runtime: input.runtime,
+            role: input
+                .role
+                .unwrap_or_else(|| format!("arn:aws:iam::{account}:role/wisp-function")),
+            handler,
+            code_size,
+            description: input.description.unwrap_or_default(),
+            timeout,
+            memory_size,
+            last_modified: lambda_timestamp(chrono::Utc::now()),
+            code_sha256,
+            version: "$LATEST".into(),
+            environment,
+            ephemeral_storage,
+            revision_id: new_revision_id(),
+            state: "Active".into(),
+            last_update_status: "Successful".into(),
+            package_type: "Zip".into(),
+            architectures: vec!["x86_64".into()],
+        };
+        let function = StoredFunction {
+            latest: StoredVersion {
+                config: config.clone(),
+                code_digest,
+            },
+            last_published: 0,
+            reserved_concurrency: None,
+            published_from_revision: None,
+        };
+        match self
+            .kv
+            .put_if_absent(&key, encode(&function), None)
+            .await
+            .map_err(store_error)?
+        {
+            Some(_) => {}
+            None => {
+                return Err(ApiError::conflict(format!(
+                    "Function already exist: {}",
+                    input.name
+                )));
+            }
+        }
+        self.forget(account, &input.name);
+        if input.publish {
+            return self.publish_version(account, &input.name, None, None).await;
+        }
+        Ok(config)
+    }
+
+    /// The configuration of `$LATEST`, a version, or the version an alias points to.
+    pub async fn get_function(
+        &self,
+        account: &AccountId,
+        name: &str,
+        qualifier: Option<&Qualifier>,
+    ) -> Result<(StoredVersion, Option<u32>), ApiError> {
+        let (function, _) = self.load_function(account, name).await?;
+        let version = match qualifier {
+            None | Some(Qualifier::Latest) => function.latest,
+            Some(Qualifier::Version(number)) => self.load_version(account, name, *number).await?,
+            Some(Qualifier::Alias(alias)) => {
+                let alias = self.get_alias(account, name, alias).await?;
+                match Qualifier::parse(&alias.function_version)? {
+                    Qualifier::Version(number) => self.load_version(account, name, number).await?,
+                    _ => function.latest,
+                }
+            }
+        };
+        Ok((version, function.reserved_concurrency))
+    }
+
+    async fn load_version(
+        &self,
+        account: &AccountId,
+        name: &str,
+        number: u64,
+    ) -> Result<StoredVersion, ApiError> {
+        let key = version_key(account, name, number);
+        let entry = self
+            .kv
+            .get(&key)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| {
+                ApiError::not_found(format!(
+                    "Function not found: {}:{number}",
+                    function_arn(&self.options.region, account, name)
+                ))
+            })?;
+        decode(&key, &entry.value)
+    }
+
+    /// One page of `$LATEST` configurations, in name order; the marker is the last name of the page.
+    pub async fn list_functions(
+        &self,
+        account: &AccountId,
+        marker: Option<&str>,
+        max_items: usize,
+    ) -> Result<(Vec<FunctionConfiguration>, Option<String>), ApiError> {
+        let prefix = format!("fn/{account}/");
+        let start_after = marker.map(|marker| format!("{prefix}{marker}"));
+        let limit = max_items.clamp(1, 10_000);
+        let entries = self
+            .kv
+            .scan(&prefix, start_after.as_deref(), limit + 1)
+            .await
+            .map_err(store_error)?;
+        let more = entries.len() > limit;
+        let mut functions = Vec::with_capacity(limit);
+        for (key, entry) in entries.into_iter().take(limit) {
+            let function: StoredFunction = decode(&key, &entry.value)?;
+            functions.push(function.latest.config);
+        }
+        let next_marker = if more {
+            functions.last().map(|config| config.function_name.clone())
+        } else {
+            None
+        };
+        Ok((functions, next_marker))
+    }
+
+    /// Applies `change` to the function head with compare-and-set, retrying on concurrent writers.
+    async fn modify_function<T>(
+        &self,
+        account: &AccountId,
+        name: &str,
+        mut change: impl FnMut(&mut StoredFunction) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let key = function_key(account, name);
+        for _ in 0..16 {
+            let (mut function, revision) = self.load_function(account, name).await?;
+            let outcome = change(&mut function)?;
+            match self
+                .kv
+                .compare_and_set(&key, Some(revision), encode(&function), None)
+                .await
+            {
+                Ok(_) => {
+                    self.forget(account, name);
+                    return Ok(outcome);
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(error) => return Err(store_error(error)),
+            }
+        }
+        Err(ApiError::conflict(format!(
+            "function {name} is being changed by other requests; retry"
+        )))
+    }
+
+    pub async fn update_function_code(
+        &self,
+        account: &AccountId,
+        name: &str,
+        zip: Vec<u8>,
+        publish: bool,
+        revision_id: Option<String>,
+    ) -> Result<FunctionConfiguration, ApiError> {
+        let (current, _) = self.load_function(account, name).await?;
+        let (code_digest, code_sha256, code_size) =
+            self.store_code(&current.latest.config.runtime, zip).await?;
+        let config = self
+            .modify_function(account, name, |function| {
+                check_revision(&function.latest.config, revision_id.as_deref())?;
+                let latest = &mut function.latest;
+                latest.code_digest = code_digest.clone();
+                latest.config.code_sha256 = code_sha256.clone();
+                latest.config.code_size = code_size;
+                touch(&mut latest.config);
+                Ok(latest.config.clone())
+            })
+            .await?;
+        if publish {
+            return self.publish_version(account, name, None, None).await;
+        }
+        Ok(config)
+    }
+
+    pub async fn update_function_configuration(
+        &self,
+        account: &AccountId,
+        name: &str,
+        update: UpdateConfiguration,
+    ) -> Result<FunctionConfiguration, ApiError> {
+        if let Some(runtime) = &update.runtime {
+            self.runtimes.check(runtime)?;
+        }
+        if let Some(memory) = update.memory_size {
+            validate_memory(memory)?;
+        }
+        if let Some(timeout) = update.timeout {
+            validate_timeout(timeout)?;
+        }
+        if let Some(environment) = &update.environment {
+            validate_environment(environment)?;
+        }
+        if let Some(storage) = &update.ephemeral_storage {
+            validate_ephemeral_storage(storage.size)?;
+        }
+        self.modify_function(account, name, |function| {
+            let config = &mut function.latest.config;
+            check_revision(config, update.revision_id.as_deref())?;
+            if let Some(runtime) = &update.runtime {
+                let old_family = RuntimeCatalog::family(&config.runtime)?;
+                if RuntimeCatalog::family(runtime)? != old_family {
+                    return Err(ApiError::invalid(format!(
+                        "cannot change runtime from {} to {runtime}: the package was made for the other; update the code with the runtime instead",
+                        config.runtime
+                    )));
+                }
+                config.runtime = runtime.clone();
+            }
+            if let Some(handler) = &update.handler {
+                config.handler = handler.clone();
+            }
+            if let Some(role) = &update.role {
+                config.role = role.clone();
+            }
+            if let Some(description) = &update.description {
+                config.description = description.clone();
+            }
+            if let Some(timeout) = update.timeout {
+                config.timeout = timeout;
+            }
+            if let Some(memory) = update.memory_size {
+                config.memory_size = memory;
+            }
+            if let Some(environment) = &update.environment {
+                config.environment = environment.clone();
+            }
+            if let Some(storage) = update.ephemeral_storage {
+                config.ephemeral_storage = storage;
+            }
+            touch(config);
+            Ok(config.clone())
+        })
+        .await
+    }
+
+    /// Publishes `$LATEST` as a new immutable version (or returns the last one if nothing changed since).
+    pub async fn publish_version(
+        &self,
+        account: &AccountId,
+        name: &str,
+        description: Option<String>,
+        revision_id: Option<String>,
+    ) -> Result<FunctionConfiguration, ApiError> {
+        // Reserve the number first: a crash after this leaves a gap in numbering, never a reused number.
+        let reserved = self
+            .modify_function(account, name, |function| {
+                check_revision(&function.latest.config, revision_id.as_deref())?;
+                if function.last_published > 0
+                    && function.published_from_revision.as_deref()
+                        == Some(function.latest.config.revision_id.as_str())
+                {
+                    return Ok(Err(function.last_published));
+                }
+                function.last_published += 1;
+                function.published_from_revision = Some(function.latest.config.revision_id.clone());
+                Ok(Ok((function.last_published, function.latest.clone())))
+            })
+            .await?;
+        let (number, latest) = match reserved {
+            Err(existing) => return Ok(self.load_version(account, name, existing).await?.config),
+            Ok(reserved) => reserved,
+        };
+        let mut version = latest;
+        version.config.version = number.to_string();
+        version.config.function_arn =
+            qualified_arn(&self.options.region, account, name, &number.to_string());
+        version.config.revision_id = new_revision_id();
+        version.config.last_modified = lambda_timestamp(chrono::Utc::now());
+        if let Some(description) = description {
+            version.config.description = description;
+        }
+        let key = version_key(account, name, number);
+        if self
+            .kv
+            .put_if_absent(&key, encode(&version), None)
+            .await
+            .map_err(store_error)?
+            .is_none()
+        {
+            return Err(ApiError::internal(format!(
+                "version {number} of {name} already exists; versions are immutable"
+            )));
+        }
+        self.forget(account, name);
+        Ok(version.config)
+    }
+
+    /// `$LATEST` then the published versions in order, paginated like Lambda (marker = last version listed).
+    pub async fn list_versions(
+        &self,
+        account: &AccountId,
+        name: &str,
+        marker: Option<&str>,
+        max_items: usize,
+    ) -> Result<(Vec<FunctionConfiguration>, Option<String>), ApiError> {
+        let (function, _) = self.load_function(account, name).await?;
+        let limit = max_items.clamp(1, 10_000);
+        let mut versions = Vec::new();
+        let start_after = match marker {
+            None => {
+                versions.push(function.latest.config);
+                None
+            }
+            Some("$LATEST") => None,
+            Some(marker) => {
+                let number: u64 = marker.parse().map_err(|_| {
+                    ApiError::invalid(format!("Marker {marker:?} is not a version"))
+                })?;
+                Some(version_key(account, name, number))
+            }
+        };
+        let prefix = version_prefix(account, name);
+        let entries = self
+            .kv
+            .scan(&prefix, start_after.as_deref(), limit + 1)
+            .await
+            .map_err(store_error)?;
+        for (key, entry) in entries {
+            let version: StoredVersion = decode(&key, &entry.value)?;
+            versions.push(version.config);
+        }
+        let more = versions.len() > limit;
+        versions.truncate(limit);
+        let next_marker = if more {
+            versions.last().map(|config| config.version.clone())
+        } else {
+            None
+        };
+        Ok((versions, next_marker))
+    }
+
+    /// Deletes the whole function, or one published version when a version qualifier is given.
+    pub async fn delete_function(
+        &self,
+        account: &AccountId,
+        name: &str,
+        qualifier: Option<&Qualifier>,
+    ) -> Result<(), ApiError> {
+        let _ = self.load_function(account, name).await?;
+        match qualifier {
+            Some(Qualifier::Latest) => Err(ApiError::invalid(
+                "$LATEST cannot be deleted on its own: delete the function without a qualifier",
+            )),
+            Some(Qualifier::Alias(_)) => Err(ApiError::invalid(
+                "delete an alias with DeleteAlias, not DeleteFunction",
+            )),
+            Some(Qualifier::Version(number)) => {
+                let version = number.to_string();
+                let aliases = self.list_aliases(account, name, None).await?;
+                if let Some(alias) = aliases.iter().find(|alias| {
+                    alias.function_version == version
+                        || alias.routing_config.as_ref().is_some_and(|routing| {
+                            routing.additional_version_weights.contains_key(&version)
+                        })
+                }) {
+                    return Err(ApiError::conflict(format!(
+                        "version {version} of {name} is used by alias {}; move or delete the alias first",
+                        alias.name
+                    )));
+                }
+                if !self
+                    .kv
+                    .delete(&version_key(account, name, *number))
+                    .await
+                    .map_err(store_error)?
+                {
+                    return Err(ApiError::not_found(format!(
+                        "version {version} of {name} does not exist"
+                    )));
+                }
+                self.forget(account, name);
+                Ok(())
+            }
+            None => {
+                // Aliases and versions first, the head last: a crash in between leaves a function that can be deleted again.
+                for prefix in [alias_prefix(account, name), version_prefix(account, name)] {
+                    loop {
+                        let entries = self
+                            .kv
+                            .scan(&prefix, None, 500)
+                            .await
+                            .map_err(store_error)?;
+                        if entries.is_empty() {
+                            break;
+                        }
+                        for (key, _) in entries {
+                            self.kv.delete(&key).await.map_err(store_error)?;
+                        }
+                    }
+                }
+                self.kv
+                    .delete(&function_key(account, name))
+                    .await
+                    .map_err(store_error)?;
+                self.forget(account, name);
+                Ok(())
+            }
+        }
+    }
+
+    pub async fn put_function_concurrency(
+        &self,
+        account: &AccountId,
+        name: &str,
+        reserved: u32,
+    ) -> Result<u32, ApiError> {
+        let limit = self.options.account_concurrency;
+        if reserved > limit {
+            return Err(ApiError::invalid(format!(
+                "ReservedConcurrentExecutions {reserved} exceeds the account's concurrency limit of {limit}"
+            )));
+        }
+        self.modify_function(account, name, |function| {
+            function.reserved_concurrency = Some(reserved);
+            Ok(reserved)
+        })
+        .await
+    }
+
+    pub async fn delete_function_concurrency(
+        &self,
+        account: &AccountId,
+        name: &str,
+    ) -> Result<(), ApiError> {
+        self.modify_function(account, name, |function| {
+            function.reserved_concurrency = None;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn check_alias_target(
+        &self,
+        account: &AccountId,
+        name: &str,
+        input: &AliasInput,
+    ) -> Result<(), ApiError> {
+        if let Some(version) = &input.function_version {
+            match Qualifier::parse(version)? {
+                Qualifier::Latest => {}
+                Qualifier::Version(number) => {
+                    self.load_version(account, name, number).await?;
+                }
+                Qualifier::Alias(_) => {
+                    return Err(ApiError::invalid(format!(
+                        "FunctionVersion {version:?} is not a version"
+                    )));
+                }
+            }
+        }
+        if let Some(routing) = &input.routing {
+            if routing.additional_version_weights.len() > 1 {
+                return Err(ApiError::invalid(
+                    "AdditionalVersionWeights may name at most one version",
+                ));
+            }
+            for (version, weight) in &routing.additional_version_weights {
+                if !(0.0..=1.0).contains(weight) {
+                    return Err(ApiError::invalid(format!(
+                        "weight {weight} for version {version} must be between 0.0 and 1.0"
+                    )));
+                }
+                match Qualifier::parse(version)? {
+                    Qualifier::Version(number) => {
+                        self.load_version(account, name, number).await?;
+                    }
+                    _ => {
+                        return Err(ApiError::invalid(format!(
+                            "AdditionalVersionWeights key {version:?} must be a published version"
+                        )));
+                    }
+                }
+                if input.function_version.as_deref() == Some(version.as_str()) {
+                    return Err(ApiError::invalid(format!(
+                        "version {version} is both the alias's version and its additional version"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn create_alias(
+        &self,
+        account: &AccountId,
+        name: &str,
+        alias: &str,
+        input: AliasInput,
+    ) -> Result<AliasConfiguration, ApiError> {
+        validate_alias_name(alias)?;
+        self.load_function(account, name).await?;
+        let Some(function_version) = input.function_version.clone() else {
+            return Err(ApiError::invalid("FunctionVersion is required"));
+        };
+        self.check_alias_target(account, name, &input).await?;
+        let config = AliasConfiguration {
+            alias_arn: qualified_arn(&self.options.region, account, name, alias),
+            name: alias.to_string(),
+            function_version,
+            description: input.description.unwrap_or_default(),
+            routing_config: input
+                .routing
+                .filter(|routing| !routing.additional_version_weights.is_empty()),
+            revision_id: new_revision_id(),
+        };
+        let created = self
+            .kv
+            .put_if_absent(&alias_key(account, name, alias), encode(&config), None)
+            .await
+            .map_err(store_error)?;
+        if created.is_none() {
+            return Err(ApiError::conflict(format!(
+                "Alias already exists: {}",
+                config.alias_arn
+            )));
+        }
+        self.forget(account, name);
+        Ok(config)
+    }
+
+    pub async fn get_alias(
+        &self,
+        account: &AccountId,
+        name: &str,
+        alias: &str,
+    ) -> Result<AliasConfiguration, ApiError> {
+        validate_alias_name(alias)?;
+        let key = alias_key(account, name, alias);
+        match self.kv.get(&key).await.map_err(store_error)? {
+            Some(entry) => decode(&key, &entry.value),
+            None => {
+                self.load_function(account, name).await?;
+                Err(ApiError::not_found(format!(
+                    "Alias not found: {}",
+                    qualified_arn(&self.options.region, account, name, alias)
+                )))
+            }
+        }
+    }
+
+    pub async fn update_alias(
+        &self,
+        account: &AccountId,
+        name: &str,
+        alias: &str,
+        input: AliasInput,
+    ) -> Result<AliasConfiguration, ApiError> {
+        self.check_alias_target(account, name, &input).await?;
+        let key = alias_key(account, name, alias);
+        for _ in 0..16 {
+            let entry = self.kv.get(&key).await.map_err(store_error)?;
+            let Some(entry) = entry else {
+                return self.get_alias(account, name, alias).await;
+            };
+            let mut config: AliasConfiguration = decode(&key, &entry.value)?;
+            if let Some(expected) = &input.revision_id
+                && *expected != config.revision_id
+            {
+                return Err(ApiError::new(
+                    ErrorCode::PreconditionFailed,
+                    format!(
+                        "RevisionId {expected} does not match the alias's current {}",
+                        config.revision_id
+                    ),
+                ));
+            }
+            if let Some(version) = &input.function_version {
+                config.function_version = version.clone();
+            }
+            if let Some(description) = &input.description {
+                config.description = description.clone();
+            }
+            if let Some(routing) = &input.routing {
+                config.routing_config =
+                    (!routing.additional_version_weights.is_empty()).then(|| routing.clone());
+            }
+            if let Some(routing) = &config.routing_config
+                && routing
+                    .additional_version_weights
+                    .contains_key(&config.function_version)
+            {
+                return Err(ApiError::invalid(
+                    "the alias's version cannot also be its additional version",
+                ));
+            }
+            config.revision_id = new_revision_id();
+            match self
+                .kv
+                .compare_and_set(&key, Some(entry.revision), encode(&config), None)
+                .await
+            {
+                Ok(_) => {
+                    self.forget(account, name);
+                    return Ok(config);
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(error) => return Err(store_error(error)),
+            }
+        }
+        Err(ApiError::conflict(format!(
+            "alias {alias} is being changed by other requests; retry"
+        )))
+    }
+
+    pub async fn delete_alias(
+        &self,
+        account: &AccountId,
+        name: &str,
+        alias: &str,
+    ) -> Result<(), ApiError> {
+        validate_alias_name(alias)?;
+        self.load_function(account, name).await?;
+        // Lambda answers 204 whether or not the alias existed.
+        self.kv
+            .delete(&alias_key(account, name, alias))
+            .await
+            .map_err(store_error)?;
+        self.forget(account, name);
+        Ok(())
+    }
+
+    /// Aliases of a function in name order, optionally only those pointing at `version`.
+    pub async fn list_aliases(
+        &self,
+        account: &AccountId,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<Vec<AliasConfiguration>, ApiError> {
+        self.load_function(account, name).await?;
+        let prefix = alias_prefix(account, name);
+        let mut aliases = Vec::new();
+        let mut start_after: Option<String> = None;
+        loop {
+            let entries = self
+                .kv
+                .scan(&prefix, start_after.as_deref(), 500)
+                .await
+                .map_err(store_error)?;
+            let Some((last, _)) = entries.last() else {
+                break;
+            };
+            start_after = Some(last.clone());
+            for (key, entry) in entries {
+                let alias: AliasConfiguration = decode(&key, &entry.value)?;
+                if version.is_none_or(|version| alias.function_version == version) {
+                    aliases.push(alias);
+                }
+            }
+        }
+        Ok(aliases)
+    }
+
+    /// Resolves a function reference for an invocation; cached until the function changes.
+    pub async fn resolve(
+        &self,
+        account: &AccountId,
+        reference: &FunctionRef,
+        qualifier: Option<Qualifier>,
+    ) -> Result<Arc<Resolved>, ApiError> {
+        if let Some(named) = &reference.account
+            && named != account
+        {
+            return Err(ApiError::new(
+                ErrorCode::AccessDenied,
+                format!("account {account} may not invoke functions of account {named}"),
+            ));
+        }
+        let qualifier = match (&reference.qualifier, qualifier) {
+            (Some(from_name), Some(from_parameter)) if *from_name != from_parameter => {
+                return Err(ApiError::invalid(format!(
+                    "the qualifier in the function name ({from_name}) and the Qualifier parameter ({from_parameter}) differ"
+                )));
+            }
+            (Some(from_name), _) => Some(from_name.clone()),
+            (None, from_parameter) => from_parameter,
+        };
+        let cache_key = (account.clone(), reference.name.clone(), qualifier.clone());
+        if let Some(resolved) = self
+            .resolved
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .get(&cache_key)
+        {
+            return Ok(resolved.clone());
+        }
+        let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
+        let (function, _) = self.load_function(account, &reference.name).await?;
+        let name = &reference.name;
+        let invoked_arn = match &qualifier {
+            None => function_arn(&self.options.region, account, name),
+            Some(qualifier) => {
+                qualified_arn(&self.options.region, account, name, &qualifier.to_string())
+            }
+        };
+        let (primary, additional) = match &qualifier {
+            None | Some(Qualifier::Latest) => (Arc::new(function.latest.clone()), None),
+            Some(Qualifier::Version(number)) => (
+                Arc::new(self.load_version(account, name, *number).await?),
+                None,
+            ),
+            Some(Qualifier::Alias(alias)) => {
+                let alias = self.get_alias(account, name, alias).await?;
+                let primary = match Qualifier::parse(&alias.function_version)? {
+                    Qualifier::Version(number) => {
+                        Arc::new(self.load_version(account, name, number).await?)
+                    }
+                    _ => Arc::new(function.latest.clone()),
+                };
+                let mut additional = None;
+                if let Some(routing) = &alias.routing_config {
+                    let weights: BTreeMap<_, _> = routing.additional_version_weights.clone();
+                    if let Some((version, weight)) = weights.into_iter().next() {
+                        let number = version.parse::<u64>().map_err(|_| {
+                            ApiError::internal(format!("alias weight names {version:?}"))
+                        })?;
+                        additional = Some((
+                            Arc::new(self.load_version(account, name, number).await?),
+                            weight,
+                        ));
+                    }
+                }
+                (primary, additional)
+            }
+        };
+        let resolved = Arc::new(Resolved {
+            account: account.clone(),
+            function_name: name.clone(),
+            invoked_arn,
+            primary,
+            additional,
+            reserved_concurrency: function.reserved_concurrency,
+        });
+        let mut cache = self
+            .resolved
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if self.generation.load(std::sync::atomic::Ordering::SeqCst) == generation {
+            cache.insert(cache_key, resolved.clone());
+        }
+        Ok(resolved)
+    }
+}
+
+fn check_revision(config: &FunctionConfiguration, expected: Option<&str>) -> Result<(), ApiError> {
+    match expected {
+        Some(expected) if expected != config.revision_id => Err(ApiError::new(
+            ErrorCode::PreconditionFailed,
+            format!(
+                "RevisionId {expected} does not match the function's current {}",
+                config.revision_id
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn touch(config: &mut FunctionConfiguration) {
+    config.last_modified = lambda_timestamp(chrono::Utc::now());
+    config.revision_id = new_revision_id();
+}

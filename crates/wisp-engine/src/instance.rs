@@ -1,0 +1,520 @@
+//! One function instance: a sandboxed process, its Runtime API endpoint, its output readers and
+//! the state the scheduler needs (ready, busy, exited).
+//!
+//! An instance runs one invocation at a time. It never decides whether to exist; the pool does.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::io::AsyncReadExt;
+use tokio::sync::{oneshot, watch};
+use wisp_runtime_api::{Dispatch, Invocation, RuntimeOutcome, RuntimeState};
+use wisp_sandbox::{ExitReport, SandboxSpec, SpawnedSandbox};
+
+use crate::sinks::Sinks;
+
+/// Longest a runtime may take to initialise before its first invocation (Lambda's 10 s).
+pub const INIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Bytes of log text kept per invocation for `X-Amz-Log-Result` (Lambda returns the last 4 KB).
+const TAIL_BYTES: usize = 4096;
+
+/// Where the output readers put the text of the invocation in progress.
+#[derive(Default)]
+struct Capture {
+    text: Vec<u8>,
+    /// Whether text should also be kept for the caller (`LogType: Tail`).
+    active: bool,
+}
+
+pub struct Instance {
+    pub id: String,
+    /// Signals the sandbox and reads its cgroup while the waiter task owns it.
+    handle: wisp_sandbox::KillHandle,
+    dispatch: tokio::sync::mpsc::Sender<Dispatch>,
+    state: watch::Receiver<RuntimeState>,
+    exited: watch::Receiver<Option<ExitReport>>,
+    spawned_at: Instant,
+    /// Set by the first invocation that sees the runtime ready: that one reports the init duration.
+    init_reported: AtomicBool,
+    capture: Arc<Mutex<Capture>>,
+    /// Held by an output reader while it handles one chunk, so a drain can wait for it.
+    reading: Arc<tokio::sync::Mutex<()>>,
+    stdout_fd: i32,
+    stderr_fd: i32,
+    pub last_used: Mutex<Instant>,
+    stopping: AtomicBool,
+    account: String,
+    function: String,
+    sinks: Sinks,
+}
+
+/// How one invocation on an instance ended.
+pub enum RunOutcome {
+    Response {
+        payload: Bytes,
+        duration_us: u64,
+    },
+    FunctionError {
+        error_type: String,
+        payload: Bytes,
+        duration_us: u64,
+    },
+    /// The instance cannot be used again (timeout, crash, out of memory, init failure).
+    Fatal {
+        error_type: String,
+        payload: Bytes,
+        duration_us: u64,
+        timed_out: bool,
+    },
+}
+
+pub struct RunResult {
+    pub outcome: RunOutcome,
+    pub init_duration_us: Option<u64>,
+    pub log_tail: Option<Vec<u8>>,
+    pub max_memory_bytes: Option<u64>,
+}
+
+/// Settings an instance is started with.
+pub struct InstanceSpec {
+    pub sandbox: SandboxSpec,
+    pub account: String,
+    pub function: String,
+}
+
+impl Instance {
+    pub async fn start(
+        spec: InstanceSpec,
+        launcher: &wisp_sandbox::LauncherCommand,
+        sinks: Sinks,
+    ) -> Result<Arc<Instance>, wisp_sandbox::SandboxError> {
+        let spawned_at = Instant::now();
+        let mut sandbox: SpawnedSandbox = wisp_sandbox::spawn(&spec.sandbox, launcher).await?;
+        let (channel, endpoint) = wisp_runtime_api::channel();
+        let listener = sandbox.take_listener().ok_or_else(|| {
+            wisp_sandbox::SandboxError::Launcher("the sandbox gave no runtime api listener".into())
+        })?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let server = tokio::spawn(wisp_runtime_api::serve(listener, endpoint));
+
+        let capture = Arc::new(Mutex::new(Capture::default()));
+        let reading = Arc::new(tokio::sync::Mutex::new(()));
+        let (Some(stdout), Some(stderr)) = (sandbox.take_stdout(), sandbox.take_stderr()) else {
+            return Err(wisp_sandbox::SandboxError::Launcher(
+                "the sandbox gave no output pipes".into(),
+            ));
+        };
+        let stdout_fd = std::os::fd::AsRawFd::as_raw_fd(&stdout);
+        let stderr_fd = std::os::fd::AsRawFd::as_raw_fd(&stderr);
+        for stream in [
+            Box::new(stdout) as Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+            Box::new(stderr),
+        ] {
+            tokio::spawn(read_output(
+                stream,
+                capture.clone(),
+                reading.clone(),
+                sinks.clone(),
+                spec.account.clone(),
+                spec.function.clone(),
+            ));
+        }
+
+        let handle = sandbox.kill_handle();
+        let (exit_sender, exited) = watch::channel(None);
+        tokio::spawn(async move {
+            let report = sandbox.wait().await;
+            server.abort();
+            let _ = exit_sender.send(Some(report));
+        });
+
+        Ok(Arc::new(Instance {
+            id: spec.sandbox.instance_id.clone(),
+            handle,
+            dispatch: channel.dispatch,
+            state: channel.state,
+            exited,
+            spawned_at,
+            init_reported: AtomicBool::new(false),
+            capture,
+            reading,
+            stdout_fd,
+            stderr_fd,
+            last_used: Mutex::new(Instant::now()),
+            stopping: AtomicBool::new(false),
+            account: spec.account,
+            function: spec.function,
+            sinks,
+        }))
+    }
+
+    pub fn has_exited(&self) -> bool {
+        self.exited.borrow().is_some()
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
+    /// Runs one invocation. `timeout` is the function's; init has its own limit before it.
+    pub async fn run(
+        &self,
+        mut invocation: Invocation,
+        timeout: Duration,
+        want_tail: bool,
+        version: &str,
+    ) -> RunResult {
+        let request_id = invocation.request_id.clone();
+        {
+            let mut capture = self
+                .capture
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
+            capture.active = true;
+            capture.text.clear();
+            capture.text.extend_from_slice(
+                format!("START RequestId: {request_id} Version: {version}\n").as_bytes(),
+            );
+        }
+        let mut init_duration_us = None;
+        let mut state = self.state.clone();
+        let mut exited = self.exited.clone();
+
+        // Wait for the runtime to ask for work (cold start), with the init limit.
+        let ready = tokio::time::timeout(INIT_TIMEOUT, async {
+            loop {
+                if exited.borrow().is_some() {
+                    return Err(None);
+                }
+                match &*state.borrow_and_update() {
+                    RuntimeState::Ready(at) => return Ok(*at),
+                    RuntimeState::InitFailed { error_type, body } => {
+                        return Err(Some((error_type.clone(), body.clone())));
+                    }
+                    RuntimeState::Initializing => {}
+                }
+                tokio::select! {
+                    _ = state.changed() => {}
+                    _ = exited.changed() => {}
+                }
+            }
+        })
+        .await;
+        let started = Instant::now();
+        match ready {
+            Ok(Ok(ready_at)) => {
+                if !self.init_reported.swap(true, Ordering::Relaxed) {
+                    init_duration_us =
+                        Some(ready_at.duration_since(self.spawned_at).as_micros() as u64);
+                }
+            }
+            Ok(Err(reported)) => {
+                self.kill(nix::sys::signal::Signal::SIGKILL);
+                let report = self.wait_exit(Duration::from_secs(2)).await;
+                let (error_type, payload) = match reported {
+                    Some((error_type, body)) => (error_type, body),
+                    None => init_exit_error(&request_id, report.as_ref()),
+                };
+                return self
+                    .finish(
+                        RunOutcome::Fatal {
+                            error_type,
+                            payload,
+                            duration_us: 0,
+                            timed_out: false,
+                        },
+                        init_duration_us,
+                        want_tail,
+                    )
+                    .await;
+            }
+            Err(_) => {
+                self.kill(nix::sys::signal::Signal::SIGKILL);
+                let message = format!(
+                    "RequestId: {request_id} Error: Runtime failed to initialise within {} seconds",
+                    INIT_TIMEOUT.as_secs()
+                );
+                let payload = error_document("Runtime.InitError", &message);
+                return self
+                    .finish(
+                        RunOutcome::Fatal {
+                            error_type: "Runtime.InitError".into(),
+                            payload,
+                            duration_us: 0,
+                            timed_out: true,
+                        },
+                        init_duration_us,
+                        want_tail,
+                    )
+                    .await;
+            }
+        }
+
+        invocation.deadline_ms = unix_ms() + timeout.as_millis() as u64;
+        let (respond, outcome) = oneshot::channel();
+        if self
+            .dispatch
+            .send(Dispatch {
+                invocation,
+                respond,
+            })
+            .await
+            .is_err()
+        {
+            let payload = error_document(
+                "Runtime.ExitError",
+                &format!(
+                    "RequestId: {request_id} Error: Runtime exited before the invocation started"
+                ),
+            );
+            return self
+                .finish(
+                    RunOutcome::Fatal {
+                        error_type: "Runtime.ExitError".into(),
+                        payload,
+                        duration_us: 0,
+                        timed_out: false,
+                    },
+                    init_duration_us,
+                    want_tail,
+                )
+                .await;
+        }
+        let mut exited = self.exited.clone();
+        let outcome = tokio::select! {
+            outcome = outcome => match outcome {
+                Ok(RuntimeOutcome::Response(payload)) => RunOutcome::Response { payload, duration_us: elapsed_us(started) },
+                Ok(RuntimeOutcome::Error { error_type, body }) => RunOutcome::FunctionError { error_type, payload: body, duration_us: elapsed_us(started) },
+                Err(_) => self.exit_outcome(&request_id, started).await,
+            },
+            _ = async { let _ = exited.wait_for(Option::is_some).await; } => self.exit_outcome(&request_id, started).await,
+            _ = tokio::time::sleep(timeout) => {
+                self.kill(nix::sys::signal::Signal::SIGKILL);
+                let seconds = format!("{:.2}", timeout.as_secs_f64());
+                self.note(&format!("{} {request_id} Task timed out after {seconds} seconds\n", chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ")));
+                let message = format!("RequestId: {request_id} Error: Task timed out after {seconds} seconds");
+                RunOutcome::Fatal { error_type: "Sandbox.Timedout".into(), payload: error_document("Sandbox.Timedout", &message), duration_us: elapsed_us(started), timed_out: true }
+            }
+        };
+        self.finish(outcome, init_duration_us, want_tail).await
+    }
+
+    async fn exit_outcome(&self, request_id: &str, started: Instant) -> RunOutcome {
+        let duration_us = elapsed_us(started);
+        let report = self.wait_exit(Duration::from_secs(5)).await;
+        let (error_type, message) = describe_exit(request_id, report.as_ref());
+        RunOutcome::Fatal {
+            payload: error_document(&error_type, &message),
+            error_type,
+            duration_us,
+            timed_out: false,
+        }
+    }
+
+    async fn finish(
+        &self,
+        outcome: RunOutcome,
+        init_duration_us: Option<u64>,
+        want_tail: bool,
+    ) -> RunResult {
+        self.drain_output().await;
+        let text = {
+            let mut capture = self
+                .capture
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
+            capture.active = false;
+            std::mem::take(&mut capture.text)
+        };
+        let log_tail = want_tail.then(|| text[text.len().saturating_sub(TAIL_BYTES)..].to_vec());
+        // START and the function's lines go to the function's log now; END and REPORT are added by the caller.
+        self.sinks.log(
+            &self.account,
+            &self.function,
+            String::from_utf8_lossy(&text).into_owned(),
+        );
+        *self
+            .last_used
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner()) = Instant::now();
+        let max_memory_bytes = self.handle.memory_peak_bytes().or_else(|| {
+            self.exited
+                .borrow()
+                .as_ref()
+                .and_then(|report| report.max_memory_bytes)
+        });
+        RunResult {
+            outcome,
+            init_duration_us,
+            log_tail,
+            max_memory_bytes,
+        }
+    }
+
+    /// Waits until text the function wrote before answering has been read from its pipes.
+    /// The runtime writes its output before it posts the response, so it is already in the pipe;
+    /// this is bounded because a child process may keep writing forever.
+    async fn drain_output(&self) {
+        let deadline = Instant::now() + Duration::from_millis(20);
+        loop {
+            let pending = pipe_pending(self.stdout_fd) + pipe_pending(self.stderr_fd);
+            if pending == 0 {
+                drop(self.reading.lock().await);
+                if pipe_pending(self.stdout_fd) + pipe_pending(self.stderr_fd) == 0 {
+                    return;
+                }
+            }
+            if Instant::now() > deadline {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Adds a platform line to the current invocation's log.
+    fn note(&self, line: &str) {
+        let mut capture = self
+            .capture
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        capture.text.extend_from_slice(line.as_bytes());
+    }
+
+    /// Sends a signal to the sandbox's first process.
+    pub fn kill(&self, signal: nix::sys::signal::Signal) {
+        // The sandbox may already be gone; there is nothing left to signal then.
+        let _ = self.handle.kill(signal);
+    }
+
+    async fn wait_exit(&self, limit: Duration) -> Option<ExitReport> {
+        let mut exited = self.exited.clone();
+        match tokio::time::timeout(limit, exited.wait_for(Option::is_some)).await {
+            Ok(Ok(report)) => report.clone(),
+            _ => None,
+        }
+    }
+
+    /// Stops the instance: SIGTERM, then SIGKILL after `grace`.
+    pub async fn stop(&self, grace: Duration, reason: &str) {
+        if self.stopping.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        tracing::debug!(instance = %self.id, reason, "stopping instance");
+        self.kill(nix::sys::signal::Signal::SIGTERM);
+        if self.wait_exit(grace).await.is_none() {
+            self.kill(nix::sys::signal::Signal::SIGKILL);
+            self.wait_exit(Duration::from_secs(5)).await;
+        }
+    }
+}
+
+async fn read_output(
+    mut stream: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+    capture: Arc<Mutex<Capture>>,
+    reading: Arc<tokio::sync::Mutex<()>>,
+    sinks: Sinks,
+    account: String,
+    function: String,
+) {
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        let count = match stream.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(count) => count,
+        };
+        let _guard = reading.lock().await;
+        let mut capture = capture.lock().unwrap_or_else(|poison| poison.into_inner());
+        if capture.active {
+            capture.text.extend_from_slice(&buffer[..count]);
+            // Keep memory bounded for chatty functions; the tail is what callers get anyway.
+            if capture.text.len() > 1024 * 1024 {
+                let excess = capture.text.len() - 512 * 1024;
+                capture.text.drain(..excess);
+            }
+        } else {
+            // Output outside an invocation (init, background threads) goes straight to the log.
+            sinks.log(
+                &account,
+                &function,
+                String::from_utf8_lossy(&buffer[..count]).into_owned(),
+            );
+        }
+    }
+}
+
+fn pipe_pending(fd: i32) -> usize {
+    let mut pending: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through the pointer, which points at a live local; an invalid
+    // fd only makes the call fail, which we treat as nothing pending.
+    let result = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut pending) };
+    if result < 0 {
+        0
+    } else {
+        pending.max(0) as usize
+    }
+}
+
+fn describe_exit(request_id: &str, report: Option<&ExitReport>) -> (String, String) {
+    let how = match report {
+        Some(report) if report.oom_killed => {
+            return (
+                "Runtime.OutOfMemory".into(),
+                format!("RequestId: {request_id} Error: Runtime exited with error: signal: killed"),
+            );
+        }
+        Some(ExitReport {
+            signal: Some(signal),
+            ..
+        }) => format!("signal: {}", signal_name(*signal)),
+        Some(ExitReport {
+            exit_code: Some(code),
+            ..
+        }) => format!("exit status {code}"),
+        _ => "unknown status".to_string(),
+    };
+    (
+        "Runtime.ExitError".into(),
+        format!("RequestId: {request_id} Error: Runtime exited with error: {how}"),
+    )
+}
+
+fn init_exit_error(request_id: &str, report: Option<&ExitReport>) -> (String, Bytes) {
+    let (error_type, message) = match describe_exit(request_id, report) {
+        (error_type, message) if error_type == "Runtime.OutOfMemory" => (error_type, message),
+        (_, message) => (
+            "Runtime.InitError".to_string(),
+            message.replacen("Runtime exited", "Runtime exited during init", 1),
+        ),
+    };
+    let payload = error_document(&error_type, &message);
+    (error_type, payload)
+}
+
+fn signal_name(signal: i32) -> String {
+    match nix::sys::signal::Signal::try_from(signal) {
+        Ok(nix::sys::signal::Signal::SIGKILL) => "killed".into(),
+        Ok(nix::sys::signal::Signal::SIGSEGV) => "segmentation fault".into(),
+        Ok(nix::sys::signal::Signal::SIGABRT) => "aborted".into(),
+        Ok(nix::sys::signal::Signal::SIGTERM) => "terminated".into(),
+        Ok(other) => other.as_str().to_lowercase(),
+        Err(_) => format!("signal {signal}"),
+    }
+}
+
+pub fn error_document(error_type: &str, message: &str) -> Bytes {
+    Bytes::from(serde_json::json!({ "errorType": error_type, "errorMessage": message }).to_string())
+}
+
+fn elapsed_us(since: Instant) -> u64 {
+    since.elapsed().as_micros() as u64
+}
+
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as u64)
+        .unwrap_or(0)
+}

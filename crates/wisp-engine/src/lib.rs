@@ -1,0 +1,653 @@
+//! The engine: per-version instance pools, concurrency limits, and the invoke pipeline that turns
+//! a resolved function and a payload into a response, a `REPORT` line and an invocation record.
+//!
+//! The engine never speaks HTTP (the api crate does) and never touches the store on the warm
+//! invoke path: resolution is cached by the control plane, records and logs are written in the
+//! background by [`sinks`].
+
+pub mod code;
+pub mod instance;
+pub mod sinks;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use wisp_control::{ControlPlane, RuntimeCatalog, RuntimeFamily};
+use wisp_runtime_api::Invocation;
+use wisp_sandbox::{LauncherCommand, NetworkMode, SandboxSpec};
+use wisp_store::Log;
+use wisp_types::*;
+
+use instance::{Instance, InstanceSpec, RunOutcome};
+pub use sinks::Sinks;
+
+/// Settings of the engine.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Where unpacked code and runtime bootstraps are kept.
+    pub data_dir: PathBuf,
+    pub launcher: LauncherCommand,
+    pub region: String,
+    /// Concurrent executions per account.
+    pub account_concurrency: u32,
+    /// An instance idle this long is stopped.
+    pub idle_timeout: Duration,
+    /// Time between SIGTERM and SIGKILL when an instance is stopped.
+    pub shutdown_grace: Duration,
+    /// Largest number of processes and threads in one sandbox.
+    pub pids_max: u32,
+}
+
+/// How the caller asked to invoke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvocationType {
+    RequestResponse,
+    DryRun,
+}
+
+pub struct InvokeRequest {
+    pub account: AccountId,
+    pub function: FunctionRef,
+    pub qualifier: Option<Qualifier>,
+    pub payload: Bytes,
+    pub invocation_type: InvocationType,
+    pub want_log_tail: bool,
+    /// Decoded `X-Amz-Client-Context` (JSON text).
+    pub client_context: Option<String>,
+}
+
+pub struct InvokeResponse {
+    pub request_id: String,
+    pub executed_version: String,
+    pub payload: Bytes,
+    /// `Unhandled` when the function failed.
+    pub function_error: Option<String>,
+    /// The invocation's log text (last 4 KB) when asked for.
+    pub log_tail: Option<Vec<u8>>,
+}
+
+type PoolKey = (String, String, String, String); // account, function, version, revision
+
+/// Instances of one version of one function (for `$LATEST`, one configuration revision).
+struct Pool {
+    key: PoolKey,
+    version: Arc<StoredVersion>,
+    idle: Mutex<Vec<Arc<Instance>>>,
+}
+
+/// Counters of executions in flight, per function and per account.
+#[derive(Default)]
+struct Concurrency {
+    functions: Mutex<HashMap<(AccountId, String), Arc<AtomicU32>>>,
+    accounts: Mutex<HashMap<AccountId, Arc<AtomicU32>>>,
+}
+
+/// Releases a concurrency slot when dropped.
+struct Slot {
+    function: Arc<AtomicU32>,
+    account: Arc<AtomicU32>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.function.fetch_sub(1, Ordering::AcqRel);
+        self.account.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn take_slot(counter: &AtomicU32, limit: u32) -> bool {
+    counter
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {
+            (current < limit).then_some(current + 1)
+        })
+        .is_ok()
+}
+
+pub struct Engine {
+    control: Arc<ControlPlane>,
+    options: EngineOptions,
+    sinks: Sinks,
+    pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
+    concurrency: Concurrency,
+    python_runtime_dir: PathBuf,
+    node_runtime_dir: PathBuf,
+}
+
+impl Engine {
+    /// Builds the engine and starts its background tasks (idle reaper, change watcher, record writer).
+    pub fn start(
+        control: Arc<ControlPlane>,
+        log: Arc<dyn Log>,
+        options: EngineOptions,
+    ) -> std::io::Result<Arc<Engine>> {
+        let (python_runtime_dir, node_runtime_dir) = code::install_runtimes(&options.data_dir)?;
+        let engine = Arc::new(Engine {
+            sinks: Sinks::start(log),
+            control: control.clone(),
+            options,
+            pools: Mutex::new(HashMap::new()),
+            concurrency: Concurrency::default(),
+            python_runtime_dir,
+            node_runtime_dir,
+        });
+        tokio::spawn(reap_idle(Arc::downgrade(&engine)));
+        tokio::spawn(retire_changed(Arc::downgrade(&engine), control.subscribe()));
+        Ok(engine)
+    }
+
+    pub fn control(&self) -> &Arc<ControlPlane> {
+        &self.control
+    }
+
+    /// Invokes a function synchronously (RequestResponse) or checks that it could be (DryRun).
+    pub async fn invoke(&self, request: InvokeRequest) -> Result<InvokeResponse, ApiError> {
+        if request.payload.len() > MAX_SYNC_PAYLOAD_BYTES {
+            return Err(ApiError::new(
+                ErrorCode::RequestTooLarge,
+                format!(
+                    "Request must be smaller than {MAX_SYNC_PAYLOAD_BYTES} bytes for the InvokeFunction operation"
+                ),
+            ));
+        }
+        if !request.payload.is_empty()
+            && serde_json::from_slice::<serde::de::IgnoredAny>(&request.payload).is_err()
+        {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequestContent,
+                "Could not parse request body into json: the payload is not valid JSON",
+            ));
+        }
+        let resolved = self
+            .control
+            .resolve(
+                &request.account,
+                &request.function,
+                request.qualifier.clone(),
+            )
+            .await?;
+        let version = resolved.pick(rand_unit()).clone();
+        let request_id = uuid::Uuid::new_v4().to_string();
+        if request.invocation_type == InvocationType::DryRun {
+            return Ok(InvokeResponse {
+                request_id,
+                executed_version: version.config.version.clone(),
+                payload: Bytes::new(),
+                function_error: None,
+                log_tail: None,
+            });
+        }
+        let _slot = self.acquire_slot(
+            &resolved.account,
+            &resolved.function_name,
+            resolved.reserved_concurrency,
+        )?;
+        let pool = self.pool(&resolved.account, &resolved.function_name, &version);
+        let (instance, cold) = match self.take_idle(&pool) {
+            Some(instance) => (instance, false),
+            None => (self.start_instance(&pool).await?, true),
+        };
+
+        let payload = if request.payload.is_empty() {
+            Bytes::from_static(b"{}")
+        } else {
+            request.payload
+        };
+        let invocation = Invocation {
+            request_id: request_id.clone(),
+            payload,
+            deadline_ms: 0,
+            invoked_function_arn: resolved.invoked_arn.clone(),
+            trace_id: trace_id(),
+            client_context: request.client_context,
+            cognito_identity: None,
+        };
+        let config = &version.config;
+        let started_ms = instance::unix_ms();
+        let result = instance
+            .run(
+                invocation,
+                Duration::from_secs(config.timeout as u64),
+                request.want_log_tail,
+                &config.version,
+            )
+            .await;
+
+        let (status, error_type, duration_us, reusable, payload) = match result.outcome {
+            RunOutcome::Response {
+                payload,
+                duration_us,
+            } => (
+                InvocationStatus::Succeeded,
+                None,
+                duration_us,
+                true,
+                payload,
+            ),
+            RunOutcome::FunctionError {
+                error_type,
+                payload,
+                duration_us,
+            } => (
+                InvocationStatus::Failed,
+                Some(error_type),
+                duration_us,
+                true,
+                payload,
+            ),
+            RunOutcome::Fatal {
+                error_type,
+                payload,
+                duration_us,
+                timed_out,
+            } => {
+                let status = if timed_out {
+                    InvocationStatus::TimedOut
+                } else {
+                    InvocationStatus::Failed
+                };
+                (status, Some(error_type), duration_us, false, payload)
+            }
+        };
+        let record = InvocationRecord {
+            request_id: request_id.clone(),
+            account: resolved.account.0.clone(),
+            function_name: resolved.function_name.clone(),
+            version: config.version.clone(),
+            invocation_type: "RequestResponse".into(),
+            status,
+            error_type: error_type.clone(),
+            started_ms,
+            duration_us,
+            billed_duration_ms: billed_milliseconds(duration_us),
+            init_duration_us: result.init_duration_us,
+            memory_size_mb: config.memory_size,
+            max_memory_used_mb: result
+                .max_memory_bytes
+                .map(|bytes| bytes.div_ceil(1024 * 1024) as u32)
+                .unwrap_or(0),
+            cold_start: cold,
+        };
+        let closing = format!("END RequestId: {request_id}\n{}\n", report_line(&record));
+        self.sinks
+            .log(&record.account, &record.function_name, closing.clone());
+        self.sinks.record(record);
+        let log_tail = result.log_tail.map(|mut tail| {
+            tail.extend_from_slice(closing.as_bytes());
+            let excess = tail.len().saturating_sub(4096);
+            tail.drain(..excess);
+            tail
+        });
+
+        if reusable && !instance.has_exited() {
+            self.return_idle(&pool, instance);
+        } else {
+            let grace = self.options.shutdown_grace;
+            tokio::spawn(async move { instance.stop(grace, "failed").await });
+        }
+        Ok(InvokeResponse {
+            request_id,
+            executed_version: config.version.clone(),
+            payload,
+            function_error: error_type.map(|_| "Unhandled".to_string()),
+            log_tail,
+        })
+    }
+
+    fn acquire_slot(
+        &self,
+        account: &AccountId,
+        function: &str,
+        reserved: Option<u32>,
+    ) -> Result<Slot, ApiError> {
+        let function_counter = {
+            let mut functions = self
+                .concurrency
+                .functions
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
+            functions
+                .entry((account.clone(), function.to_string()))
+                .or_default()
+                .clone()
+        };
+        let account_counter = {
+            let mut accounts = self
+                .concurrency
+                .accounts
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
+            accounts.entry(account.clone()).or_default().clone()
+        };
+        let function_limit = reserved.unwrap_or(u32::MAX);
+        if !take_slot(&function_counter, function_limit) {
+            return Err(ApiError::throttled(
+                "ReservedFunctionConcurrentInvocationLimitExceeded",
+                format!(
+                    "Rate Exceeded. function {function} is at its reserved concurrency of {function_limit}"
+                ),
+            ));
+        }
+        if !take_slot(&account_counter, self.options.account_concurrency) {
+            function_counter.fetch_sub(1, Ordering::AcqRel);
+            return Err(ApiError::throttled(
+                "ConcurrentInvocationLimitExceeded",
+                format!(
+                    "Rate Exceeded. account {account} is at its concurrency limit of {}",
+                    self.options.account_concurrency
+                ),
+            ));
+        }
+        Ok(Slot {
+            function: function_counter,
+            account: account_counter,
+        })
+    }
+
+    fn pool(&self, account: &AccountId, function: &str, version: &Arc<StoredVersion>) -> Arc<Pool> {
+        let key = (
+            account.0.clone(),
+            function.to_string(),
+            version.config.version.clone(),
+            version.config.revision_id.clone(),
+        );
+        let mut pools = self
+            .pools
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        pools
+            .entry(key.clone())
+            .or_insert_with(|| {
+                Arc::new(Pool {
+                    key,
+                    version: version.clone(),
+                    idle: Mutex::new(Vec::new()),
+                })
+            })
+            .clone()
+    }
+
+    fn take_idle(&self, pool: &Pool) -> Option<Arc<Instance>> {
+        let mut idle = pool
+            .idle
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        while let Some(instance) = idle.pop() {
+            if !instance.has_exited() && !instance.is_stopping() {
+                return Some(instance);
+            }
+        }
+        None
+    }
+
+    fn return_idle(&self, pool: &Arc<Pool>, instance: Arc<Instance>) {
+        let current = self
+            .pools
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .get(&pool.key)
+            .is_some_and(|live| Arc::ptr_eq(live, pool));
+        if current {
+            pool.idle
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner())
+                .push(instance);
+        } else {
+            let grace = self.options.shutdown_grace;
+            tokio::spawn(async move { instance.stop(grace, "function changed").await });
+        }
+    }
+
+    async fn start_instance(&self, pool: &Pool) -> Result<Arc<Instance>, ApiError> {
+        let version = &pool.version;
+        let config = &version.config;
+        let family = RuntimeCatalog::family(&config.runtime)?;
+        let code_dir = code::unpacked(
+            &self.control,
+            &self.options.data_dir,
+            &version.code_digest,
+            self.control.options().max_unzipped_bytes,
+        )
+        .await?;
+        let instance_id = uuid::Uuid::new_v4().simple().to_string();
+        let mut env: Vec<(String, String)> = Vec::new();
+        let mut path = "/usr/local/bin:/usr/bin:/bin:/opt/bin".to_string();
+        let (argv, runtime_dir, extra_read_only) = match family {
+            RuntimeFamily::Provided => (vec!["/var/task/bootstrap".to_string()], None, Vec::new()),
+            RuntimeFamily::Python | RuntimeFamily::Node => {
+                let interpreter = self.control.runtimes().interpreter(family).ok_or_else(|| {
+                    ApiError::invalid(format!(
+                        "runtime {} has no interpreter on this machine",
+                        config.runtime
+                    ))
+                })?;
+                if let Some(dir) = interpreter.executable.parent() {
+                    path = format!("{}:{path}", dir.display());
+                }
+                let executable = interpreter.executable.display().to_string();
+                let (bootstrap, dir) = if family == RuntimeFamily::Python {
+                    env.push(("PYTHONUNBUFFERED".into(), "1".into()));
+                    env.push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
+                    ("/var/runtime/bootstrap.py", self.python_runtime_dir.clone())
+                } else {
+                    env.push((
+                        "NODE_PATH".into(),
+                        "/opt/nodejs/node_modules:/var/runtime/node_modules:/var/task".into(),
+                    ));
+                    ("/var/runtime/bootstrap.js", self.node_runtime_dir.clone())
+                };
+                (
+                    vec![executable, bootstrap.to_string()],
+                    Some(dir),
+                    interpreter.prefixes.clone(),
+                )
+            }
+        };
+        let log_stream = format!(
+            "{}/[{}]{}",
+            chrono::Utc::now().format("%Y/%m/%d"),
+            config.version,
+            instance_id
+        );
+        let region = &self.options.region;
+        for (name, value) in [
+            ("AWS_LAMBDA_FUNCTION_NAME", config.function_name.clone()),
+            ("AWS_LAMBDA_FUNCTION_VERSION", config.version.clone()),
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", config.memory_size.to_string()),
+            ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{}", config.function_name)),
+            ("AWS_LAMBDA_LOG_STREAM_NAME", log_stream),
+            ("AWS_LAMBDA_RUNTIME_API", wisp_sandbox::RUNTIME_API_ADDRESS.to_string()),
+            ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".to_string()),
+            ("AWS_EXECUTION_ENV", format!("AWS_Lambda_{}", config.runtime)),
+            ("AWS_REGION", region.clone()),
+            ("AWS_DEFAULT_REGION", region.clone()),
+            ("LAMBDA_TASK_ROOT", "/var/task".to_string()),
+            ("LAMBDA_RUNTIME_DIR", "/var/runtime".to_string()),
+            ("_HANDLER", config.handler.clone()),
+            ("TZ", ":UTC".to_string()),
+            ("LANG", "en_US.UTF-8".to_string()),
+            ("LD_LIBRARY_PATH", "/var/lang/lib:/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:/var/task:/var/task/lib:/opt/lib".to_string()),
+            ("HOME", "/tmp".to_string()),
+            ("PATH", path),
+        ] {
+            env.push((name.to_string(), value));
+        }
+        for (name, value) in &config.environment.variables {
+            env.push((name.clone(), value.clone()));
+        }
+        let spec = InstanceSpec {
+            sandbox: SandboxSpec {
+                instance_id,
+                code_dir,
+                runtime_dir,
+                extra_read_only,
+                argv,
+                env,
+                memory_mb: config.memory_size,
+                // /tmp grows with memory: the larger of the configured ephemeral storage and the memory size.
+                tmp_mb: config.ephemeral_storage.size.max(config.memory_size),
+                pids_max: self.options.pids_max,
+                network: NetworkMode::Isolated,
+            },
+            account: pool.key.0.clone(),
+            function: pool.key.1.clone(),
+        };
+        Instance::start(spec, &self.options.launcher, self.sinks.clone())
+            .await
+            .map_err(|error| {
+                ApiError::internal(format!(
+                    "could not start an instance of {}: {error}",
+                    config.function_name
+                ))
+            })
+    }
+
+    /// Stops every instance (server shutdown).
+    pub async fn shutdown(&self) {
+        let pools: Vec<Arc<Pool>> = self
+            .pools
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .drain()
+            .map(|(_, pool)| pool)
+            .collect();
+        let mut stopping = Vec::new();
+        for pool in pools {
+            for instance in pool
+                .idle
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner())
+                .drain(..)
+            {
+                let grace = self.options.shutdown_grace;
+                stopping.push(tokio::spawn(async move {
+                    instance.stop(grace, "server stopping").await
+                }));
+            }
+        }
+        for task in stopping {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Stops instances idle for longer than the idle timeout.
+async fn reap_idle(engine: std::sync::Weak<Engine>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let Some(engine) = engine.upgrade() else {
+            return;
+        };
+        let limit = engine.options.idle_timeout;
+        let pools: Vec<Arc<Pool>> = engine
+            .pools
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for pool in pools {
+            let expired: Vec<Arc<Instance>> = {
+                let mut idle = pool
+                    .idle
+                    .lock()
+                    .unwrap_or_else(|poison| poison.into_inner());
+                let now = Instant::now();
+                let (expired, keep): (Vec<_>, Vec<_>) = idle.drain(..).partition(|instance| {
+                    instance.has_exited()
+                        || now.duration_since(
+                            *instance
+                                .last_used
+                                .lock()
+                                .unwrap_or_else(|poison| poison.into_inner()),
+                        ) >= limit
+                });
+                *idle = keep;
+                expired
+            };
+            for instance in expired {
+                let grace = engine.options.shutdown_grace;
+                tokio::spawn(async move { instance.stop(grace, "idle").await });
+            }
+        }
+    }
+}
+
+/// When a function changes, its pools for superseded `$LATEST` revisions (or all, if it was deleted) are retired.
+async fn retire_changed(
+    engine: std::sync::Weak<Engine>,
+    mut changes: tokio::sync::broadcast::Receiver<(AccountId, String)>,
+) {
+    loop {
+        let (account, function) = match changes.recv().await {
+            Ok(change) => change,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        let Some(engine) = engine.upgrade() else {
+            return;
+        };
+        let current = engine
+            .control
+            .get_function(&account, &function, None)
+            .await
+            .ok();
+        let retired: Vec<Arc<Pool>> = {
+            let mut pools = engine
+                .pools
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
+            let stale: Vec<PoolKey> = pools
+                .keys()
+                .filter(|(pool_account, pool_function, version, revision)| {
+                    *pool_account == account.0
+                        && *pool_function == function
+                        && match &current {
+                            None => true,
+                            Some((latest, _)) => {
+                                version == "$LATEST" && *revision != latest.config.revision_id
+                            }
+                        }
+                })
+                .cloned()
+                .collect();
+            stale.iter().filter_map(|key| pools.remove(key)).collect()
+        };
+        for pool in retired {
+            for instance in pool
+                .idle
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner())
+                .drain(..)
+            {
+                let grace = engine.options.shutdown_grace;
+                tokio::spawn(async move { instance.stop(grace, "function changed").await });
+            }
+        }
+    }
+}
+
+fn rand_unit() -> f64 {
+    rand::random::<f64>()
+}
+
+/// An X-Ray style trace header, which runtimes expect to receive.
+fn trace_id() -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!(
+        "Root=1-{:08x}-{};Parent={};Sampled=0",
+        instance::unix_ms() / 1000,
+        &id[..24],
+        &id[..16]
+    )
+}
+
+/// Compile-time check: the invoke future can move between threads (the HTTP server needs it).
+#[allow(dead_code)]
+fn invoke_future_is_send(engine: &Engine, request: InvokeRequest) -> impl Send + '_ {
+    engine.invoke(request)
+}

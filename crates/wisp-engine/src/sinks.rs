@@ -1,0 +1,77 @@
+//! Background writers for invocation records and function logs.
+//!
+//! The invoke path only pushes into an unbounded channel; a writer task drains it and appends
+//! whole batches to the store's `Log` (one group commit for many records), so no invocation waits
+//! for a disk. Records written within the last batch interval may be lost on `kill -9`; they are
+//! observations, not accepted work.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use wisp_store::Log;
+use wisp_types::InvocationRecord;
+
+/// Topic of a function's invocation records.
+pub fn records_topic(account: &str, function: &str) -> String {
+    format!("invocations/{account}/{function}")
+}
+
+/// Topic of a function's log text.
+pub fn logs_topic(account: &str, function: &str) -> String {
+    format!("logs/{account}/{function}")
+}
+
+enum Item {
+    Record(InvocationRecord),
+    Log { topic: String, text: String },
+}
+
+/// Cheap handle to push records and log text; cloning shares the writer.
+#[derive(Clone)]
+pub struct Sinks {
+    sender: mpsc::UnboundedSender<Item>,
+}
+
+impl Sinks {
+    pub fn start(log: Arc<dyn Log>) -> Sinks {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        tokio::spawn(write_batches(log, receiver));
+        Sinks { sender }
+    }
+
+    pub fn record(&self, record: InvocationRecord) {
+        let _ = self.sender.send(Item::Record(record));
+    }
+
+    pub fn log(&self, account: &str, function: &str, text: String) {
+        if !text.is_empty() {
+            let _ = self.sender.send(Item::Log {
+                topic: logs_topic(account, function),
+                text,
+            });
+        }
+    }
+}
+
+async fn write_batches(log: Arc<dyn Log>, mut receiver: mpsc::UnboundedReceiver<Item>) {
+    let mut buffer = Vec::new();
+    while receiver.recv_many(&mut buffer, 4096).await > 0 {
+        let mut batches: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
+        for item in buffer.drain(..) {
+            let (topic, payload) = match item {
+                Item::Record(record) => (
+                    records_topic(&record.account, &record.function_name),
+                    serde_json::to_vec(&record).expect("records serialise"),
+                ),
+                Item::Log { topic, text } => (topic, text.into_bytes()),
+            };
+            batches.entry(topic).or_default().push(payload);
+        }
+        for (topic, payloads) in batches {
+            if let Err(error) = log.append_batch(&topic, payloads).await {
+                tracing::warn!(%error, topic, "could not store invocation records or logs");
+            }
+        }
+    }
+}

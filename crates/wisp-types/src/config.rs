@@ -1,0 +1,176 @@
+//! Function, version and alias configuration, serialised exactly in AWS Lambda's JSON shape
+//! (PascalCase fields), so the same value is stored and answered without a mapping layer.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+
+pub const MIN_MEMORY_MB: u32 = 128;
+pub const MAX_MEMORY_MB: u32 = 10_240;
+pub const MIN_TIMEOUT_SECONDS: u32 = 1;
+pub const MAX_TIMEOUT_SECONDS: u32 = 900;
+pub const MIN_EPHEMERAL_MB: u32 = 512;
+pub const MAX_EPHEMERAL_MB: u32 = 10_240;
+pub const DEFAULT_MEMORY_MB: u32 = 128;
+pub const DEFAULT_TIMEOUT_SECONDS: u32 = 3;
+/// Largest deployment package accepted in a request (Lambda's direct upload limit is 50 MB zipped).
+pub const MAX_ZIP_BYTES: usize = 50 * 1024 * 1024;
+/// Largest synchronous request and response payload.
+pub const MAX_SYNC_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
+/// Largest asynchronous event payload.
+pub const MAX_ASYNC_PAYLOAD_BYTES: usize = 1024 * 1024;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Environment {
+    #[serde(rename = "Variables", default)]
+    pub variables: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EphemeralStorage {
+    /// Size of `/tmp` in MiB.
+    #[serde(rename = "Size")]
+    pub size: u32,
+}
+
+/// A function's configuration for `$LATEST` or one published version, as `GetFunctionConfiguration` answers it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct FunctionConfiguration {
+    pub function_name: String,
+    pub function_arn: String,
+    pub runtime: String,
+    pub role: String,
+    pub handler: String,
+    pub code_size: u64,
+    pub description: String,
+    pub timeout: u32,
+    pub memory_size: u32,
+    /// ISO 8601 with milliseconds and a `+0000` offset, as Lambda writes it.
+    pub last_modified: String,
+    /// base64 of the sha256 of the deployment package, as Lambda reports it.
+    pub code_sha256: String,
+    pub version: String,
+    pub environment: Environment,
+    pub ephemeral_storage: EphemeralStorage,
+    pub revision_id: String,
+    pub state: String,
+    pub last_update_status: String,
+    pub package_type: String,
+    pub architectures: Vec<String>,
+}
+
+/// What Wisp stores for `$LATEST` or a published version: the AWS-shaped configuration plus what only Wisp needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredVersion {
+    pub config: FunctionConfiguration,
+    /// Hex sha256 of the deployment package: the name of its blob.
+    pub code_digest: String,
+}
+
+/// The mutable head of a function: `$LATEST` plus counters and settings that are not versioned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredFunction {
+    pub latest: StoredVersion,
+    /// Highest version number ever published (numbers are never reused).
+    pub last_published: u64,
+    /// Reserved concurrency (PutFunctionConcurrency), if set.
+    pub reserved_concurrency: Option<u32>,
+    /// `RevisionId` of `$LATEST` when version `last_published` was made from it: publishing again
+    /// without a change returns that version instead of a new one, as Lambda does.
+    #[serde(default)]
+    pub published_from_revision: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AliasRoutingConfiguration {
+    /// Version number → weight in [0, 1] of traffic sent to it instead of the alias's main version.
+    #[serde(rename = "AdditionalVersionWeights", default)]
+    pub additional_version_weights: BTreeMap<String, f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AliasConfiguration {
+    pub alias_arn: String,
+    pub name: String,
+    pub function_version: String,
+    pub description: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub routing_config: Option<AliasRoutingConfiguration>,
+    pub revision_id: String,
+}
+
+/// Checks a memory size against Lambda's range.
+pub fn validate_memory(memory_mb: u32) -> Result<(), ApiError> {
+    if (MIN_MEMORY_MB..=MAX_MEMORY_MB).contains(&memory_mb) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(format!(
+            "MemorySize {memory_mb} is out of range: use {MIN_MEMORY_MB} to {MAX_MEMORY_MB} MB"
+        )))
+    }
+}
+
+pub fn validate_timeout(timeout_seconds: u32) -> Result<(), ApiError> {
+    if (MIN_TIMEOUT_SECONDS..=MAX_TIMEOUT_SECONDS).contains(&timeout_seconds) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(format!(
+            "Timeout {timeout_seconds} is out of range: use {MIN_TIMEOUT_SECONDS} to {MAX_TIMEOUT_SECONDS} seconds"
+        )))
+    }
+}
+
+pub fn validate_ephemeral_storage(size_mb: u32) -> Result<(), ApiError> {
+    if (MIN_EPHEMERAL_MB..=MAX_EPHEMERAL_MB).contains(&size_mb) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(format!(
+            "EphemeralStorage.Size {size_mb} is out of range: use {MIN_EPHEMERAL_MB} to {MAX_EPHEMERAL_MB} MB"
+        )))
+    }
+}
+
+/// Environment variable rules: names are letters, digits and `_`, start with a letter, are not reserved,
+/// and all names and values together stay under Lambda's 4 KB.
+pub fn validate_environment(environment: &Environment) -> Result<(), ApiError> {
+    const RESERVED: &[&str] = &[
+        "_HANDLER",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_EXECUTION_ENV",
+        "AWS_LAMBDA_FUNCTION_NAME",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+        "AWS_LAMBDA_FUNCTION_VERSION",
+        "AWS_LAMBDA_LOG_GROUP_NAME",
+        "AWS_LAMBDA_LOG_STREAM_NAME",
+        "AWS_LAMBDA_RUNTIME_API",
+        "LAMBDA_TASK_ROOT",
+        "LAMBDA_RUNTIME_DIR",
+    ];
+    let mut total = 0;
+    for (name, value) in &environment.variables {
+        let well_formed = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !well_formed {
+            return Err(ApiError::invalid(format!(
+                "environment variable name {name:?} is invalid: use letters, digits and underscores, starting with a letter"
+            )));
+        }
+        if RESERVED.contains(&name.as_str()) {
+            return Err(ApiError::invalid(format!(
+                "environment variable {name} is reserved by the runtime"
+            )));
+        }
+        total += name.len() + value.len();
+    }
+    if total > 4096 {
+        return Err(ApiError::invalid(format!(
+            "environment variables take {total} bytes; the limit is 4096"
+        )));
+    }
+    Ok(())
+}

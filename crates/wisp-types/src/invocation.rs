@@ -1,0 +1,81 @@
+//! Invocation records: what happened to one invocation, written off the hot path after it ends.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvocationStatus {
+    Succeeded,
+    Failed,
+    TimedOut,
+    Throttled,
+}
+
+/// One finished invocation. Durations are microseconds; billed duration is milliseconds rounded up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InvocationRecord {
+    pub request_id: String,
+    pub account: String,
+    pub function_name: String,
+    pub version: String,
+    pub invocation_type: String,
+    pub status: InvocationStatus,
+    /// `errorType` for failed invocations.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error_type: Option<String>,
+    /// Start, milliseconds since the Unix epoch.
+    pub started_ms: u64,
+    pub duration_us: u64,
+    pub billed_duration_ms: u64,
+    /// Init duration of the instance that served this invocation, if it was a cold start.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub init_duration_us: Option<u64>,
+    pub memory_size_mb: u32,
+    pub max_memory_used_mb: u32,
+    pub cold_start: bool,
+}
+
+/// Billed milliseconds for a duration in microseconds: rounded up to the next whole millisecond, at least 1.
+pub fn billed_milliseconds(duration_us: u64) -> u64 {
+    duration_us.div_ceil(1000).max(1)
+}
+
+/// Lambda's closing log line for an invocation.
+pub fn report_line(record: &InvocationRecord) -> String {
+    let mut line = format!(
+        "REPORT RequestId: {}\tDuration: {:.2} ms\tBilled Duration: {} ms\tMemory Size: {} MB\tMax Memory Used: {} MB",
+        record.request_id,
+        record.duration_us as f64 / 1000.0,
+        record.billed_duration_ms,
+        record.memory_size_mb,
+        record.max_memory_used_mb,
+    );
+    if let Some(init_us) = record.init_duration_us {
+        line.push_str(&format!(
+            "\tInit Duration: {:.2} ms",
+            init_us as f64 / 1000.0
+        ));
+    }
+    line.push('\t');
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn billing_rounds_up_to_the_millisecond() {
+        for (duration_us, billed) in [
+            (0, 1),
+            (1, 1),
+            (999, 1),
+            (1000, 1),
+            (1001, 2),
+            (1_500_000, 1500),
+            (1_500_001, 1501),
+        ] {
+            assert_eq!(billed_milliseconds(duration_us), billed, "{duration_us} µs");
+        }
+    }
+}
