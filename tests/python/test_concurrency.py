@@ -71,7 +71,7 @@ def test_invokes_within_reserved_concurrency_run_in_parallel(lambda_client, make
     outcomes = invoke_concurrently(lambda_client, name, [{"sleep": 2}, {"sleep": 2}], stagger_seconds=0)
     elapsed = time.time() - started
     assert [outcome[0] for outcome in outcomes] == ["ok", "ok"], outcomes
-    assert outcomes[0][2]["pid"] != outcomes[1][2]["pid"]
+    assert outcomes[0][2]["instance"] != outcomes[1][2]["instance"]
     # Two 2-second invokes on two instances: well under the 4 s they would take in series.
     assert elapsed < 3.9, elapsed
 

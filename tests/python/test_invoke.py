@@ -83,7 +83,7 @@ def test_invoke_reuses_a_warm_instance(lambda_client, echo_function):
     name = echo_function["FunctionName"]
     _, first = invoke(lambda_client, name, {})
     _, second = invoke(lambda_client, name, {})
-    assert second["pid"] == first["pid"]
+    assert second["instance"] == first["instance"]
     assert second["invocations_in_this_process"] == first["invocations_in_this_process"] + 1
 
 

@@ -24,7 +24,9 @@ ENVIRONMENT_NAMES = (
     "VERSION_TAG",
 )
 
-# Counts invocations served by this process, so tests can tell warm from cold.
+# Tells instances apart (pids do not: each sandbox has its own pid namespace) and counts
+# the invocations each one served, so tests can tell warm starts from cold ones.
+INSTANCE_ID = os.urandom(8).hex()
 invocations_in_this_process = 0
 
 
@@ -51,6 +53,7 @@ def handler(event, context):
         "env": {name: os.environ.get(name) for name in ENVIRONMENT_NAMES},
         "cwd": os.getcwd(),
         "pid": os.getpid(),
+        "instance": INSTANCE_ID,
         "python": sys.executable,
         "invocations_in_this_process": invocations_in_this_process,
     }
