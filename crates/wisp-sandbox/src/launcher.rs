@@ -2,13 +2,15 @@
 //!
 //! It runs as its own process (the hidden `wisp launch` subcommand or the `wisp-launcher` binary),
 //! started by [`crate::spawn`] with one end of a unix `SOCK_SEQPACKET` socket pair as fd 3. It
-//! receives a [`LaunchRequest`], joins the instance's cgroups, enters fresh mount, pid, ipc, uts and
-//! network namespaces, brings up loopback, binds the Runtime API socket at
-//! [`crate::RUNTIME_API_ADDRESS`] inside that network namespace and forks. The child is pid 1 of the
-//! new pid namespace: it builds a private root (only the listed paths of the host are visible),
-//! drops to an unprivileged user with no capabilities, and `exec`s the bootstrap. The parent stays
-//! as a reaper: it sends the listening socket (and a pidfd of the child) to the server, waits for
-//! the child and exits mirroring its status; if the server goes away it kills the child.
+//! receives a [`LaunchRequest`], enters fresh mount, pid, ipc, uts and network namespaces, brings
+//! up loopback, binds the Runtime API socket at [`crate::RUNTIME_API_ADDRESS`] inside that network
+//! namespace and forks. The child is pid 1 of the new pid namespace: it joins the instance's
+//! cgroups, builds a private root (only the listed paths of the host are visible), drops to an
+//! unprivileged user with no capabilities, and `exec`s the bootstrap; an exec failure comes back
+//! through a close-on-exec pipe. The parent stays as a reaper: it sends the listening socket (and
+//! a pidfd of the child) to the server, waits for the child and exits mirroring its status (same
+//! exit code, or death by the same signal); if the server's end of the socket closes, it kills the
+//! child first.
 //!
 //! This module must never start a thread (the namespace and fork steps assume a single-threaded
 //! process), never leave the host's root reachable from the child, and never exec the bootstrap
@@ -184,12 +186,6 @@ fn launch(socket: &OwnedFd, request: &LaunchRequest) -> Result<Never, LaunchFail
         return Err(LaunchFailure::Setup(
             "the launcher must run as root (unprivileged launch through user namespaces is not supported yet); see wisp doctor".into(),
         ));
-    }
-    let own_pid = std::process::id().to_string();
-    for procs in &request.cgroup_procs {
-        fs::write(procs, &own_pid).map_err(|error| {
-            setup_error(format_args!("joining cgroup {}", procs.display()), error)
-        })?;
     }
     let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
@@ -459,17 +455,33 @@ struct MountAttr {
 
 fn become_function(request: &LaunchRequest) -> Result<Never, LaunchFailure> {
     let spec = &request.spec;
-    // SAFETY: prctl with integer arguments only.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    // Only the function's side joins the cgroups: the reaper's few pages and its one process do
+    // not count against the function's limits, and an out-of-memory kill cannot take the reaper,
+    // which must survive to report how the function ended. "0" is the writing process itself
+    // (our own pid in this namespace is 1, which the kernel would read in our namespace too).
+    for procs in &request.cgroup_procs {
+        fs::write(procs, "0").map_err(|error| {
+            setup_error(format_args!("joining cgroup {}", procs.display()), error)
+        })?;
+    }
+    set_parent_death_signal();
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     build_root(spec)?;
     set_limits()?;
     close_inherited_descriptors();
     drop_privileges()?;
+    // Changing credentials clears the parent-death signal: set it again.
+    set_parent_death_signal();
     std::env::set_current_dir("/var/task")
         .map_err(|error| setup_error("chdir /var/task", error))?;
     reset_signals();
     exec_bootstrap(spec)
+}
+
+/// If the reaper dies (killed, or the machine's OOM killer), the function dies with it.
+fn set_parent_death_signal() {
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
 }
 
 fn mount_error(what: &str, target: &Path, errno: nix::errno::Errno) -> LaunchFailure {

@@ -2,9 +2,11 @@
 //!
 //! The server calls [`spawn`] with a [`SandboxSpec`]; that starts the launcher (a small privileged
 //! path, entered through the hidden `wisp launch` subcommand or the `wisp-launcher` binary), which
-//! joins a cgroup, enters fresh namespaces, builds a private root, opens the sandbox's Runtime API
-//! socket inside the sandbox's own network namespace, hands that listening socket back to the server,
-//! and `exec`s the bootstrap. Function code never runs in the server's process.
+//! enters fresh namespaces, opens the sandbox's Runtime API socket inside the sandbox's own network
+//! namespace, hands that listening socket back to the server, and forks the function's process,
+//! which joins the instance's cgroups, builds a private root and `exec`s the bootstrap. Function
+//! code never runs in the server's process. [`archive`] unpacks function code safely and
+//! [`doctor`] says which isolation mechanisms this machine offers.
 //!
 //! This crate knows nothing about HTTP, storage or scheduling.
 

@@ -525,3 +525,53 @@ async fn setup_failures_are_explained() {
         other => panic!("expected a launcher error, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn killing_the_launcher_kills_the_function() {
+    if !have_root() {
+        return;
+    }
+    let code = code_dir("#!/bin/sh\nexec sleep 600\n");
+    let mut sandbox = wisp_sandbox::spawn(&spec(code.path()), &launcher())
+        .await
+        .unwrap();
+    let pid = sandbox.pid();
+    let launcher_pid = sandbox.launcher_pid().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(launcher_pid as i32),
+        Signal::SIGKILL,
+    )
+    .unwrap();
+    let report = tokio::time::timeout(Duration::from_secs(10), sandbox.wait())
+        .await
+        .unwrap();
+    assert_eq!(report.signal, Some(libc::SIGKILL));
+    for _ in 0..200 {
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("function {pid} survived its launcher");
+}
+
+#[tokio::test]
+async fn pids_limit_counts_only_the_function() {
+    if !have_root() {
+        return;
+    }
+    // pids_max 3: sh plus two sleeps fit exactly, as the launcher's reaper is not counted.
+    let code = code_dir("#!/bin/sh\nsleep 30 & sleep 30 &\necho started\nwait\n");
+    let mut spec = spec(code.path());
+    spec.pids_max = 3;
+    let mut sandbox = wisp_sandbox::spawn(&spec, &launcher()).await.unwrap();
+    let mut stdout = tokio::io::BufReader::new(sandbox.take_stdout().unwrap());
+    let mut line = String::new();
+    tokio::io::AsyncBufReadExt::read_line(&mut stdout, &mut line)
+        .await
+        .unwrap();
+    assert_eq!(line, "started\n");
+    assert_eq!(sandbox.pids_current(), Some(3));
+    sandbox.kill(Signal::SIGKILL).unwrap();
+    assert_eq!(sandbox.wait().await.signal, Some(libc::SIGKILL));
+}
