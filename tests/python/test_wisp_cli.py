@@ -2,11 +2,12 @@
 
 import json
 import os
+import shutil
 import time
 
 import pytest
 
-from support import EXAMPLES_DIR, expect_error, function_zip, invoke, unique_name
+from support import EXAMPLES_DIR, FUNCTIONS_DIR, expect_error, function_zip, invoke, unique_name
 
 
 def eventually(check, timeout=10, interval=0.2):
@@ -141,3 +142,97 @@ def test_wisp_with_wrong_credentials_fails(wisp):
     completed = wisp.wisp_cli("ls", environment=environment, check=False)
     assert completed.returncode != 0
     assert completed.stderr.strip(), "no error message"
+
+
+def test_wisp_invoke_log_prints_the_log_tail(wisp, deployed_hello):
+    completed = wisp.wisp_cli("invoke", deployed_hello, "--payload", '{"name":"Ada"}', "--log")
+    assert "Hello, Ada!" in completed.stdout
+    assert "REPORT RequestId:" in completed.stderr, completed.stderr
+
+
+def test_wisp_invoke_with_qualifier(wisp, deployed_hello):
+    wisp.wisp_cli("publish", deployed_hello)
+    completed = wisp.wisp_cli("invoke", deployed_hello, "--qualifier", "1", "--payload", '{"name":"Ada"}')
+    assert "Hello, Ada!" in completed.stdout
+
+
+def test_wisp_publish_creates_a_version(wisp, lambda_client, deployed_hello):
+    completed = wisp.wisp_cli("--output", "json", "publish", deployed_hello, "--description", "first")
+    assert json.loads(completed.stdout)["Version"] == "1"
+    versions = lambda_client.list_versions_by_function(FunctionName=deployed_hello)["Versions"]
+    assert [version["Version"] for version in versions] == ["$LATEST", "1"]
+
+
+def test_wisp_alias_set_ls_rm(wisp, lambda_client, deployed_hello):
+    wisp.wisp_cli("publish", deployed_hello)
+    wisp.wisp_cli("alias", "set", deployed_hello, "live", "1")
+    assert lambda_client.get_alias(FunctionName=deployed_hello, Name="live")["FunctionVersion"] == "1"
+    assert "live" in wisp.wisp_cli("alias", "ls", deployed_hello).stdout
+    wisp.wisp_cli("alias", "rm", deployed_hello, "live")
+    expect_error("ResourceNotFoundException", 404, lambda_client.get_alias, FunctionName=deployed_hello, Name="live")
+
+
+def test_wisp_alias_set_with_weight_routes_to_both_versions(wisp, lambda_client, deployed_hello):
+    wisp.wisp_cli("publish", deployed_hello)
+    wisp.wisp_cli("deploy", str(EXAMPLES_DIR / "hello-python"), "--name", deployed_hello, "--env", "GREETING=Hi")
+    wisp.wisp_cli("publish", deployed_hello)
+    wisp.wisp_cli("alias", "set", deployed_hello, "canary", "1", "--weight", "2=0.5")
+    routing = lambda_client.get_alias(FunctionName=deployed_hello, Name="canary")["RoutingConfig"]
+    assert routing["AdditionalVersionWeights"] == {"2": 0.5}
+    greetings = {invoke(lambda_client, deployed_hello, {"name": "Ada"}, Qualifier="canary")[1]["message"] for _ in range(40)}
+    assert greetings == {"Hello, Ada!", "Hi, Ada!"}
+
+
+def test_wisp_deploy_flags_override_the_manifest(wisp, lambda_client, deployed_hello):
+    wisp.wisp_cli(
+        "deploy", str(EXAMPLES_DIR / "hello-python"), "--name", deployed_hello, "--memory", "256", "--timeout", "7"
+    )
+    configuration = lambda_client.get_function_configuration(FunctionName=deployed_hello)
+    assert (configuration["MemorySize"], configuration["Timeout"]) == (256, 7)
+
+
+def test_wisp_deploy_directory_without_manifest_needs_flags(wisp, lambda_client):
+    name = unique_name("cli-flags")
+    try:
+        wisp.wisp_cli(
+            "deploy",
+            str(FUNCTIONS_DIR / "py-echo"),
+            "--name",
+            name,
+            "--runtime",
+            "python3.12",
+            "--handler",
+            "handler.handler",
+        )
+        _, payload = invoke(lambda_client, name, {"via": "flags"})
+        assert payload["event"] == {"via": "flags"}
+    finally:
+        wisp.wisp_cli("rm", name, check=False)
+
+
+def test_wisp_deploy_manifest_with_unknown_key_fails_naming_it(wisp, tmp_path):
+    (tmp_path / "handler.py").write_text("def handler(event, context):\n    return 1\n")
+    (tmp_path / "wisp.toml").write_text('runtime = "python3.12"\nhandler = "handler.handler"\nmemroy = 256\n')
+    completed = wisp.wisp_cli("deploy", str(tmp_path), "--name", unique_name("cli-badmanifest"), check=False)
+    assert completed.returncode != 0
+    assert "wisp.toml" in completed.stderr and "memroy" in completed.stderr, completed.stderr
+
+
+@pytest.mark.slow
+def test_wisp_deploy_rust_binary_as_the_hello_rust_readme_says(wisp, lambda_client, rust_echo_bootstrap, tmp_path):
+    shutil.copy(rust_echo_bootstrap, tmp_path / "bootstrap")
+    name = unique_name("hello-rust")
+    try:
+        wisp.wisp_cli(
+            "deploy", str(tmp_path), "--name", name, "--runtime", "provided.al2023", "--handler", "bootstrap"
+        )
+        completed = wisp.wisp_cli("invoke", name, "--payload", '{"name":"Ada"}')
+        assert json.loads(completed.stdout)["echo"] == {"name": "Ada"}
+    finally:
+        wisp.wisp_cli("rm", name, check=False)
+
+
+def test_wisp_doctor_reports_isolation_mechanisms(wisp):
+    completed = wisp.wisp_cli("doctor")
+    assert completed.stdout.strip()
+    assert "cgroup" in completed.stdout.lower(), completed.stdout
