@@ -222,3 +222,27 @@ def test_wrong_secret_cannot_invoke(wisp, make_function):
     name = make_function(python_zip(HANDLER_SOURCE), prefix="authinvoke")["FunctionName"]
     client = wisp.client(secret_key="definitely-not-the-secret")
     expect_error("InvalidSignatureException", 403, client.invoke, FunctionName=name, Payload=b"{}")
+
+
+def test_reserved_environment_variable_is_refused(raw_client):
+    arguments = create_arguments(Environment={"Variables": {"AWS_REGION": "eu-west-1"}})
+    expect_error("InvalidParameterValueException", 400, raw_client.create_function, **arguments)
+
+
+def test_invalid_environment_variable_name_is_refused(raw_client):
+    arguments = create_arguments(Environment={"Variables": {"1NOT-VALID": "x"}})
+    expect_error("InvalidParameterValueException", 400, raw_client.create_function, **arguments)
+
+
+def test_unknown_function_in_update_is_resource_not_found(raw_client):
+    expect_error(
+        "ResourceNotFoundException",
+        404,
+        raw_client.update_function_configuration,
+        FunctionName=unique_name("missing"),
+        Timeout=5,
+    )
+
+
+def test_delete_unknown_function_is_resource_not_found(raw_client):
+    expect_error("ResourceNotFoundException", 404, raw_client.delete_function, FunctionName=unique_name("missing"))

@@ -6,7 +6,7 @@ import time
 import pytest
 from botocore.exceptions import ClientError
 
-from support import function_zip, invoke
+from support import expect_error, function_zip, invoke
 
 
 def invoke_concurrently(client, name, payloads, stagger_seconds=0.5):
@@ -81,3 +81,9 @@ def test_throttled_function_serves_again_when_the_slot_frees(lambda_client, rese
     invoke_concurrently(lambda_client, reserved_one, [{"sleep": 2}, {"sleep": 0}])
     response, payload = invoke(lambda_client, reserved_one, {})
     assert response["StatusCode"] == 200 and "FunctionError" not in response, payload
+
+
+def test_reserved_concurrency_zero_throttles_every_invoke(lambda_client, make_function):
+    name = make_function(function_zip("py-echo"), prefix="reserved0")["FunctionName"]
+    lambda_client.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=0)
+    expect_error("TooManyRequestsException", 429, lambda_client.invoke, FunctionName=name, Payload=b"{}")

@@ -217,3 +217,43 @@ def test_invoke_response_over_6_mb_is_a_function_error(lambda_client, make_funct
     response, payload = invoke(lambda_client, name, {"size": 7 * 1024 * 1024})
     assert response.get("FunctionError") == "Unhandled", response
     assert "size" in payload["errorMessage"].lower() or "large" in payload["errorMessage"].lower(), payload
+
+
+def test_invoke_round_trips_unicode(lambda_client, make_function):
+    name = make_function(python_zip("def handler(event, context):\n    return event\n"), prefix="unicode")["FunctionName"]
+    event = {"text": "héllo wörld ✓ 日本語 🚀", "escaped": "\u2028\u0000"}
+    assert invoke(lambda_client, name, event)[1] == event
+
+
+def test_invoke_payload_just_under_6_mb_is_accepted(lambda_client, make_function):
+    name = make_function(
+        python_zip("def handler(event, context):\n    return len(event)\n"), prefix="bigpayload-ok", MemorySize=512
+    )["FunctionName"]
+    text = "x" * (6 * 1024 * 1024 - 1024)
+    response, payload = invoke(lambda_client, name, json.dumps(text))
+    assert "FunctionError" not in response, payload
+    assert payload == len(text)
+
+
+def test_init_error_log_tail_shows_the_runtime_error(lambda_client, make_function):
+    name = make_function(function_zip("py-import-error"), prefix="initlog")["FunctionName"]
+    response, _ = invoke(lambda_client, name, {}, LogType="Tail")
+    log = decode_log(response)
+    assert "Runtime.ImportModuleError" in log, log
+
+
+def test_unhandled_exception_log_tail_shows_the_traceback(lambda_client, make_function):
+    name = make_function(function_zip("py-raise"), prefix="tracelog")["FunctionName"]
+    response, _ = invoke(lambda_client, name, {}, LogType="Tail")
+    log = decode_log(response)
+    assert "[ERROR] PaymentDeclined: card 4242 declined" in log, log
+    assert "Traceback (most recent call last):" in log, log
+
+
+def test_node_console_log_appears_in_tail_with_request_id(lambda_client, make_function):
+    name = make_function(function_zip("node-async"), runtime="nodejs20.x", handler="index.handler", prefix="nodelog")[
+        "FunctionName"
+    ]
+    response, payload = invoke(lambda_client, name, {}, LogType="Tail")
+    log = decode_log(response)
+    assert "\tINFO\thandled %s" % payload["requestId"] in log, log
