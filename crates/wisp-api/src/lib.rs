@@ -150,10 +150,10 @@ async fn authenticate(
 pub struct RequestId(pub String);
 
 fn with_request_id(mut response: Response, request_id: &str) -> Response {
-    if !response.headers().contains_key("x-amzn-requestid") {
-        if let Ok(value) = HeaderValue::from_str(request_id) {
-            response.headers_mut().insert("x-amzn-requestid", value);
-        }
+    if !response.headers().contains_key("x-amzn-requestid")
+        && let Ok(value) = HeaderValue::from_str(request_id)
+    {
+        response.headers_mut().insert("x-amzn-requestid", value);
     }
     response
 }

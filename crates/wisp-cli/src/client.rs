@@ -2,7 +2,7 @@
 //!
 //! The CLI talks to the server over its HTTP API only; this module never reaches into server internals.
 
-use std::path::PathBuf;
+use std::path::Path;
 
 use anyhow::{Context as _, bail};
 use reqwest::Method;
@@ -59,7 +59,7 @@ impl Reply {
 }
 
 /// Reads credentials from the environment, or from `<data>/credentials` written by `wisp serve`.
-pub fn load_credentials(data_dir: &PathBuf) -> anyhow::Result<Credentials> {
+pub fn load_credentials(data_dir: &Path) -> anyhow::Result<Credentials> {
     if let (Ok(access_key_id), Ok(secret_access_key)) = (
         std::env::var("AWS_ACCESS_KEY_ID"),
         std::env::var("AWS_SECRET_ACCESS_KEY"),
