@@ -304,7 +304,9 @@ pub struct InstanceCgroup {
 }
 
 impl InstanceCgroup {
-    /// Creates `<own cgroup>/wisp/<instance_id>` for each available controller and sets the limits.
+    /// Creates `<own cgroup>/wisp/<server pid>_<instance_id>` for each available controller and
+    /// sets the limits. The server's pid in the name lets [`sweep_stale`] tell leftovers of a dead
+    /// server from the cgroups of servers still running next to this one.
     /// Returns the cgroup and a sentence for each mechanism that could not be applied.
     pub fn create(
         layout: &Layout,
@@ -347,7 +349,7 @@ impl InstanceCgroup {
                         continue;
                     }
                 };
-                let dir = parent.join(instance_id);
+                let dir = parent.join(instance_dir_name(instance_id));
                 if !dirs_created.contains(&dir) {
                     match fs::create_dir(&dir) {
                         Ok(()) => dirs_created.push(dir.clone()),
@@ -445,34 +447,72 @@ impl InstanceCgroup {
         Ok(false)
     }
 
-    /// Removes the cgroups; they must be empty. Retries for a short while when the kernel still
-    /// holds exiting processes in them.
+    /// Removes the cgroups (those already gone are fine). They must be empty: while exiting
+    /// processes are still in them the error [`CgroupError::is_retryable`].
     pub fn remove(&self) -> Result<(), CgroupError> {
-        let mut dirs: Vec<&PathBuf> = Vec::new();
         for (_, dir) in self.memory.iter().chain(self.pids.iter()) {
-            if !dirs.contains(&dir) {
-                dirs.push(dir);
-            }
-        }
-        for dir in dirs {
-            let mut attempt = 0;
-            loop {
-                match fs::remove_dir(dir) {
-                    Ok(()) => break,
-                    Err(error) if error.kind() == io::ErrorKind::NotFound => break,
-                    Err(error) => {
-                        let error = CgroupError::new("remove", dir, error);
-                        attempt += 1;
-                        if !error.is_retryable() || attempt >= 50 {
-                            return Err(error);
-                        }
-                        std::thread::sleep(Duration::from_millis(2 * attempt));
-                    }
-                }
+            match fs::remove_dir(dir) {
+                Ok(()) => {}
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                Err(error) => return Err(CgroupError::new("remove", dir, error)),
             }
         }
         Ok(())
     }
+
+    /// [`InstanceCgroup::remove`], retried while retrying can help, for up to about `patience`.
+    pub fn remove_patiently(&self, patience: Duration) -> Result<(), CgroupError> {
+        let started = std::time::Instant::now();
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match self.remove() {
+                Err(error) if error.is_retryable() && started.elapsed() < patience => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                result => return result,
+            }
+        }
+    }
+}
+
+fn instance_dir_name(instance_id: &str) -> String {
+    format!("{}_{instance_id}", std::process::id())
+}
+
+/// Removes the empty instance cgroups left behind by servers that are no longer running (a crash,
+/// or an exit before a dropped sandbox's cleanup finished). Returns how many were removed.
+pub fn sweep_stale(layout: &Layout) -> usize {
+    let mut removed = 0;
+    let mut parents: Vec<PathBuf> = Vec::new();
+    for location in [&layout.memory, &layout.pids].into_iter().flatten() {
+        let parent = location.own_dir.join(PARENT_NAME);
+        if !parents.contains(&parent) {
+            parents.push(parent);
+        }
+    }
+    for parent in parents {
+        let Ok(entries) = fs::read_dir(&parent) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(owner) = name
+                .to_str()
+                .and_then(|name| name.split_once('_'))
+                .and_then(|(pid, _)| pid.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let owner_alive = owner == std::process::id() as i32
+                || nix::sys::signal::kill(nix::unistd::Pid::from_raw(owner), None)
+                    != Err(nix::errno::Errno::ESRCH);
+            if !owner_alive && entry.path().is_dir() && fs::remove_dir(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    removed
 }
 
 /// Makes sure `<own>/wisp` exists and, on v2, that it may have children with the controller.
@@ -784,5 +824,18 @@ mod tests {
         for file in cgroup.procs_files() {
             assert!(!file.parent().unwrap().exists());
         }
+
+        // A leftover of a server that has exited is swept; our own cgroups are not.
+        let mut exited = std::process::Command::new("true").spawn().unwrap();
+        let dead_pid = exited.id();
+        exited.wait().unwrap();
+        let parent = layout.memory.as_ref().unwrap().own_dir.join(PARENT_NAME);
+        let stale = parent.join(format!("{dead_pid}_stale"));
+        let (mine, _) = InstanceCgroup::create(&layout, &format!("{id}-kept"), limits).unwrap();
+        fs::create_dir(&stale).unwrap();
+        assert!(sweep_stale(&layout) >= 1);
+        assert!(!stale.exists());
+        assert!(mine.procs_files()[0].exists());
+        mine.remove().unwrap();
     }
 }

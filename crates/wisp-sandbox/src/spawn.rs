@@ -239,7 +239,10 @@ impl SpawnedSandbox {
         report.oom_killed = self.oom_killed();
         report.max_memory_bytes = self.target.cgroup.memory_peak_bytes();
         let target = self.target.clone();
-        let removed = tokio::task::spawn_blocking(move || target.cgroup.remove()).await;
+        let removed = tokio::task::spawn_blocking(move || {
+            target.cgroup.remove_patiently(Duration::from_secs(5))
+        })
+        .await;
         if let Ok(Err(error)) = removed {
             tracing::warn!(instance = %self.instance_id, %error, "could not remove sandbox cgroup");
         }
@@ -256,26 +259,41 @@ impl Drop for SpawnedSandbox {
         let _ = self.target.kill(Signal::SIGKILL);
         // The launcher (kill_on_drop) and the function die asynchronously; their cgroups can only
         // be removed once they are gone.
-        let target = self.target.clone();
-        let _ = std::thread::Builder::new()
-            .name("wisp-sandbox-cleanup".into())
-            .spawn(move || {
-                for _ in 0..100 {
-                    if target.cgroup.remove().is_ok() {
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            });
+        remove_when_empty(TargetCgroup(self.target.clone()));
     }
 }
 
 static LAYOUT: OnceLock<Layout> = OnceLock::new();
 static DEGRADATION_LOGGED: AtomicBool = AtomicBool::new(false);
 
-/// The cgroup layout of this process, discovered once.
+/// The cgroup layout of this process, discovered once; leftovers of dead servers are swept then.
 pub(crate) fn layout() -> &'static Layout {
-    LAYOUT.get_or_init(Layout::discover)
+    LAYOUT.get_or_init(|| {
+        let layout = Layout::discover();
+        let swept = crate::cgroup::sweep_stale(&layout);
+        if swept > 0 {
+            tracing::info!(
+                count = swept,
+                "removed sandbox cgroups left by servers that exited"
+            );
+        }
+        layout
+    })
+}
+
+/// Removes an instance's cgroups once its processes are gone: a few quick tries here, then from a
+/// background thread so that the caller is not held up by a slow exit.
+fn remove_when_empty(cgroup: impl std::ops::Deref<Target = InstanceCgroup> + Send + 'static) {
+    if cgroup.remove_patiently(Duration::from_millis(20)).is_ok() {
+        return;
+    }
+    let _ = std::thread::Builder::new()
+        .name("wisp-sandbox-cleanup".into())
+        .spawn(move || {
+            if let Err(error) = cgroup.remove_patiently(Duration::from_secs(5)) {
+                tracing::warn!(%error, "could not remove sandbox cgroup");
+            }
+        });
 }
 
 /// Starts one sandbox: creates its cgroups, starts the launcher with `launcher`'s program and
@@ -370,19 +388,19 @@ impl Drop for CgroupGuard {
         if let Some(cgroup) = self.0.take() {
             // The launcher is gone or being killed; its processes may take a moment to leave.
             let _ = cgroup.kill_all();
-            if cgroup.remove().is_err() {
-                let _ = std::thread::Builder::new()
-                    .name("wisp-sandbox-cleanup".into())
-                    .spawn(move || {
-                        for _ in 0..100 {
-                            if cgroup.remove().is_ok() {
-                                return;
-                            }
-                            std::thread::sleep(Duration::from_millis(20));
-                        }
-                    });
-            }
+            remove_when_empty(Box::new(cgroup));
         }
+    }
+}
+
+/// The cgroup of a shared [`Target`].
+struct TargetCgroup(Arc<Target>);
+
+impl std::ops::Deref for TargetCgroup {
+    type Target = InstanceCgroup;
+
+    fn deref(&self) -> &InstanceCgroup {
+        &self.0.cgroup
     }
 }
 
