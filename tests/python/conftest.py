@@ -55,8 +55,9 @@ def wisp_binary():
 class WispServer:
     """One `wisp serve` process on a data directory; can be killed and started again."""
 
-    def __init__(self, binary, data_dir, log_path):
+    def __init__(self, binary, data_dir, log_path, extra_arguments=()):
         self.binary = Path(binary)
+        self.extra_arguments = list(extra_arguments)
         self.data_dir = Path(data_dir)
         self.log_path = Path(log_path)
         self.process = None
@@ -72,7 +73,7 @@ class WispServer:
         environment = dict(os.environ)
         environment.setdefault("RUST_BACKTRACE", "1")
         self.process = subprocess.Popen(
-            [str(self.binary), "serve", "--listen", "127.0.0.1:0", "--data", str(self.data_dir)],
+            [str(self.binary), "serve", "--listen", "127.0.0.1:0", "--data", str(self.data_dir), *self.extra_arguments],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -114,19 +115,29 @@ class WispServer:
         return self.data_dir / "credentials"
 
     def kill(self):
-        """SIGKILL, as a crash or power cut would stop it."""
+        """SIGKILL to the server process alone, as a crash would stop it.
+
+        Its sandboxes are left to fend for themselves, as they would be after a crash;
+        `stop()` at the end of the session sweeps up whatever is left of the process group.
+        """
         if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.kill()
             self.process.wait(timeout=30)
 
     def stop(self):
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.kill()
+        """SIGTERM, then SIGKILL to everything left in the server's process group."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=30)
+        if self.process is not None:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def log_tail(self, lines=60):
         try:
@@ -232,9 +243,9 @@ def server_factory(wisp_bin, tmp_path_factory):
     """Starts extra servers (each on its own data directory) and stops them at the end."""
     servers = []
 
-    def start(name="wisp"):
+    def start(name="wisp", extra_arguments=()):
         directory = tmp_path_factory.mktemp(name)
-        server = WispServer(wisp_bin, directory / "data", directory / "server.log")
+        server = WispServer(wisp_bin, directory / "data", directory / "server.log", extra_arguments)
         servers.append(server)
         _current_servers.append(server)
         return server.start()

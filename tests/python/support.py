@@ -188,3 +188,29 @@ def signed_request(server, method, path, body=b"", headers=None, sign=True, secr
             return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
     except urllib.error.HTTPError as error:
         return error.code, {k.lower(): v for k, v in error.headers.items()}, error.read()
+
+
+def function_processes(function_name):
+    """Host pids of processes running for `function_name` (found by their environment)."""
+    marker = ("AWS_LAMBDA_FUNCTION_NAME=%s" % function_name).encode()
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/environ" % entry, "rb") as environ:
+                if marker in environ.read().split(b"\0"):
+                    pids.append(int(entry))
+        except OSError:
+            continue
+    return pids
+
+
+def wait_for_no_processes(function_name, timeout=10):
+    """Wait until no process runs for the function; return the pids still left."""
+    deadline = time.time() + timeout
+    while True:
+        left = function_processes(function_name)
+        if not left or time.time() > deadline:
+            return left
+        time.sleep(0.1)
