@@ -18,9 +18,6 @@ use crate::sinks::Sinks;
 /// Longest a runtime may take to initialise before its first invocation (Lambda's 10 s).
 pub const INIT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Bytes of log text kept per invocation for `X-Amz-Log-Result` (Lambda returns the last 4 KB).
-const TAIL_BYTES: usize = 4096;
-
 /// Where the output readers put the text of the invocation in progress.
 #[derive(Default)]
 struct Capture {
@@ -46,9 +43,6 @@ pub struct Instance {
     stderr_fd: i32,
     pub last_used: Mutex<Instant>,
     stopping: AtomicBool,
-    account: String,
-    function: String,
-    sinks: Sinks,
 }
 
 /// How one invocation on an instance ended.
@@ -74,7 +68,8 @@ pub enum RunOutcome {
 pub struct RunResult {
     pub outcome: RunOutcome,
     pub init_duration_us: Option<u64>,
-    pub log_tail: Option<Vec<u8>>,
+    /// START and everything the function wrote during the invocation (the caller adds END and REPORT).
+    pub log_text: Vec<u8>,
     pub max_memory_bytes: Option<u64>,
 }
 
@@ -145,9 +140,6 @@ impl Instance {
             stderr_fd,
             last_used: Mutex::new(Instant::now()),
             stopping: AtomicBool::new(false),
-            account: spec.account,
-            function: spec.function,
-            sinks,
         }))
     }
 
@@ -164,7 +156,6 @@ impl Instance {
         &self,
         mut invocation: Invocation,
         timeout: Duration,
-        want_tail: bool,
         version: &str,
     ) -> RunResult {
         let request_id = invocation.request_id.clone();
@@ -227,7 +218,6 @@ impl Instance {
                             timed_out: false,
                         },
                         init_duration_us,
-                        want_tail,
                     )
                     .await;
             }
@@ -247,7 +237,6 @@ impl Instance {
                             timed_out: true,
                         },
                         init_duration_us,
-                        want_tail,
                     )
                     .await;
             }
@@ -279,7 +268,6 @@ impl Instance {
                         timed_out: false,
                     },
                     init_duration_us,
-                    want_tail,
                 )
                 .await;
         }
@@ -299,7 +287,7 @@ impl Instance {
                 RunOutcome::Fatal { error_type: "Sandbox.Timedout".into(), payload: error_document("Sandbox.Timedout", &message), duration_us: elapsed_us(started), timed_out: true }
             }
         };
-        self.finish(outcome, init_duration_us, want_tail).await
+        self.finish(outcome, init_duration_us).await
     }
 
     async fn exit_outcome(&self, request_id: &str, started: Instant) -> RunOutcome {
@@ -314,12 +302,7 @@ impl Instance {
         }
     }
 
-    async fn finish(
-        &self,
-        outcome: RunOutcome,
-        init_duration_us: Option<u64>,
-        want_tail: bool,
-    ) -> RunResult {
+    async fn finish(&self, outcome: RunOutcome, init_duration_us: Option<u64>) -> RunResult {
         self.drain_output().await;
         let text = {
             let mut capture = self
@@ -329,13 +312,6 @@ impl Instance {
             capture.active = false;
             std::mem::take(&mut capture.text)
         };
-        let log_tail = want_tail.then(|| text[text.len().saturating_sub(TAIL_BYTES)..].to_vec());
-        // START and the function's lines go to the function's log now; END and REPORT are added by the caller.
-        self.sinks.log(
-            &self.account,
-            &self.function,
-            String::from_utf8_lossy(&text).into_owned(),
-        );
         *self
             .last_used
             .lock()
@@ -349,7 +325,7 @@ impl Instance {
         RunResult {
             outcome,
             init_duration_us,
-            log_tail,
+            log_text: text,
             max_memory_bytes,
         }
     }

@@ -211,7 +211,6 @@ impl Engine {
             .run(
                 invocation,
                 Duration::from_secs(config.timeout as u64),
-                request.want_log_tail,
                 &config.version,
             )
             .await;
@@ -271,16 +270,20 @@ impl Engine {
                 .unwrap_or(0),
             cold_start: cold,
         };
-        let closing = format!("END RequestId: {request_id}\n{}\n", report_line(&record));
-        self.sinks
-            .log(&record.account, &record.function_name, closing.clone());
+        let mut log_text = result.log_text;
+        log_text.extend_from_slice(
+            format!("END RequestId: {request_id}\n{}\n", report_line(&record)).as_bytes(),
+        );
+        // Lambda returns the last 4 KB of the invocation's log.
+        let log_tail = request
+            .want_log_tail
+            .then(|| log_text[log_text.len().saturating_sub(4096)..].to_vec());
+        self.sinks.log(
+            &record.account,
+            &record.function_name,
+            String::from_utf8_lossy(&log_text).into_owned(),
+        );
         self.sinks.record(record);
-        let log_tail = result.log_tail.map(|mut tail| {
-            tail.extend_from_slice(closing.as_bytes());
-            let excess = tail.len().saturating_sub(4096);
-            tail.drain(..excess);
-            tail
-        });
 
         if reusable && !instance.has_exited() {
             self.return_idle(&pool, instance);
@@ -415,8 +418,20 @@ impl Engine {
         let instance_id = uuid::Uuid::new_v4().simple().to_string();
         let mut env: Vec<(String, String)> = Vec::new();
         let mut path = "/usr/local/bin:/usr/bin:/bin:/opt/bin".to_string();
-        let (argv, runtime_dir, extra_read_only) = match family {
-            RuntimeFamily::Provided => (vec!["/var/task/bootstrap".to_string()], None, Vec::new()),
+        // The machine's interpreters are visible read-only at their own paths in every sandbox, so a
+        // `provided` bootstrap can run `python3 -m awslambdaric` or `node` as it would on Lambda's images.
+        let mut extra_read_only = Vec::new();
+        for interpreter in [RuntimeFamily::Python, RuntimeFamily::Node]
+            .into_iter()
+            .filter_map(|family| self.control.runtimes().interpreter(family))
+        {
+            extra_read_only.extend(interpreter.prefixes.iter().cloned());
+            if let Some(dir) = interpreter.executable.parent() {
+                path = format!("{}:{path}", dir.display());
+            }
+        }
+        let (argv, runtime_dir) = match family {
+            RuntimeFamily::Provided => (vec!["/var/task/bootstrap".to_string()], None),
             RuntimeFamily::Python | RuntimeFamily::Node => {
                 let interpreter = self.control.runtimes().interpreter(family).ok_or_else(|| {
                     ApiError::invalid(format!(
@@ -424,9 +439,6 @@ impl Engine {
                         config.runtime
                     ))
                 })?;
-                if let Some(dir) = interpreter.executable.parent() {
-                    path = format!("{}:{path}", dir.display());
-                }
                 let executable = interpreter.executable.display().to_string();
                 let (bootstrap, dir) = if family == RuntimeFamily::Python {
                     env.push(("PYTHONUNBUFFERED".into(), "1".into()));
@@ -439,13 +451,11 @@ impl Engine {
                     ));
                     ("/var/runtime/bootstrap.js", self.node_runtime_dir.clone())
                 };
-                (
-                    vec![executable, bootstrap.to_string()],
-                    Some(dir),
-                    interpreter.prefixes.clone(),
-                )
+                (vec![executable, bootstrap.to_string()], Some(dir))
             }
         };
+        extra_read_only.sort();
+        extra_read_only.dedup();
         let log_stream = format!(
             "{}/[{}]{}",
             chrono::Utc::now().format("%Y/%m/%d"),
@@ -478,6 +488,7 @@ impl Engine {
         for (name, value) in &config.environment.variables {
             env.push((name.clone(), value.clone()));
         }
+        let tmp_mb = tmp_size_mb(config);
         let spec = InstanceSpec {
             sandbox: SandboxSpec {
                 instance_id,
@@ -486,15 +497,35 @@ impl Engine {
                 extra_read_only,
                 argv,
                 env,
-                memory_mb: config.memory_size,
-                // /tmp grows with memory: the larger of the configured ephemeral storage and the memory size.
-                tmp_mb: config.ephemeral_storage.size.max(config.memory_size),
+                // tmpfs pages are charged to the memory cgroup of the process that writes them, so the
+                // limit covers the function's memory and a full /tmp; otherwise filling /tmp would end
+                // in an OOM kill instead of ENOSPC.
+                memory_mb: config.memory_size + tmp_mb,
+                tmp_mb,
                 pids_max: self.options.pids_max,
                 network: NetworkMode::Isolated,
             },
             account: pool.key.0.clone(),
             function: pool.key.1.clone(),
         };
+        // Like Lambda's INIT_START line; it also records which interpreter actually serves the runtime id.
+        let runtime_version = match family {
+            RuntimeFamily::Provided => config.runtime.clone(),
+            _ => match self.control.runtimes().interpreter(family) {
+                Some(interpreter) => {
+                    format!("{} (requested {})", interpreter.version, config.runtime)
+                }
+                None => config.runtime.clone(),
+            },
+        };
+        self.sinks.log(
+            &pool.key.0,
+            &pool.key.1,
+            format!(
+                "INIT_START Runtime Version: {runtime_version}\tInstance: {}\n",
+                spec.sandbox.instance_id
+            ),
+        );
         Instance::start(spec, &self.options.launcher, self.sinks.clone())
             .await
             .map_err(|error| {
@@ -628,6 +659,16 @@ async fn retire_changed(
                 tokio::spawn(async move { instance.stop(grace, "function changed").await });
             }
         }
+    }
+}
+
+/// Size of `/tmp`: the configured ephemeral storage; when that is Lambda's default (512 MB), it grows
+/// with the memory size instead, so bigger functions get a bigger `/tmp` without asking.
+pub fn tmp_size_mb(config: &FunctionConfiguration) -> u32 {
+    if config.ephemeral_storage.size == MIN_EPHEMERAL_MB {
+        config.memory_size.max(MIN_EPHEMERAL_MB)
+    } else {
+        config.ephemeral_storage.size
     }
 }
 
