@@ -32,6 +32,22 @@ def test_out_of_memory_is_reported_as_runtime_out_of_memory(lambda_client, make_
     assert_still_serves(lambda_client, healthy_function)
 
 
+@pytest.mark.slow
+def test_memory_limit_is_the_configured_memory_size(lambda_client, make_function):
+    # 384 MiB is three times the function's memory: /tmp being empty must not lend it room.
+    name = make_function(function_zip("py-oom"), prefix="memlimit", MemorySize=128, Timeout=30)["FunctionName"]
+    response, payload = invoke(lambda_client, name, {"mb": 384})
+    assert_function_error(response, payload, "Runtime.OutOfMemory")
+
+
+@pytest.mark.slow
+def test_memory_within_the_memory_size_is_usable(lambda_client, make_function):
+    name = make_function(function_zip("py-oom"), prefix="memok", MemorySize=256, Timeout=30)["FunctionName"]
+    response, payload = invoke(lambda_client, name, {"mb": 128})
+    assert "FunctionError" not in response, payload
+    assert payload == {"allocated_mb": 128}
+
+
 def test_exit_during_invoke_is_reported_as_runtime_exit_error(lambda_client, make_function, healthy_function):
     name = make_function(function_zip("py-crash"), prefix="crash")["FunctionName"]
     response, payload = invoke(lambda_client, name, {})
