@@ -1,5 +1,7 @@
 """The Lambda control plane through boto3: functions, code, configuration, versions, aliases."""
 
+import os
+import re
 from collections import Counter
 
 from support import (
@@ -11,6 +13,7 @@ from support import (
     python_zip,
     unique_name,
     wait_until_ready,
+    zip_files,
 )
 
 
@@ -239,3 +242,71 @@ def test_put_function_concurrency_is_reported_by_get_function(lambda_client, mak
     response = lambda_client.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=5)
     assert response["ReservedConcurrentExecutions"] == 5
     assert lambda_client.get_function(FunctionName=name)["Concurrency"]["ReservedConcurrentExecutions"] == 5
+
+
+def test_last_modified_uses_lambda_timestamp_format(make_function):
+    configuration = make_function(function_zip("py-echo"), prefix="lastmodified")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+0000", configuration["LastModified"]), configuration[
+        "LastModified"
+    ]
+
+
+def test_boto3_waiters_complete(lambda_client, make_function):
+    name = make_function(function_zip("py-echo"), prefix="waiters")["FunctionName"]
+    fast = {"Delay": 1, "MaxAttempts": 10}
+    lambda_client.get_waiter("function_exists").wait(FunctionName=name, WaiterConfig=fast)
+    lambda_client.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig=fast)
+    lambda_client.update_function_configuration(FunctionName=name, Timeout=5)
+    lambda_client.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig=fast)
+    version = lambda_client.publish_version(FunctionName=name)["Version"]
+    lambda_client.get_waiter("published_version_active").wait(FunctionName=name, Qualifier=version, WaiterConfig=fast)
+
+
+def test_create_function_with_a_10_mb_zip(lambda_client, make_function):
+    filler = os.urandom(10 * 1024 * 1024)
+    code = zip_files({"handler.py": "def handler(event, context):\n    return 'big'\n", "filler.bin": filler})
+    assert len(code) > 10 * 1024 * 1024
+    configuration = make_function(code, prefix="bigzip")
+    assert configuration["CodeSize"] == len(code)
+    assert invoke(lambda_client, configuration["FunctionName"], {})[1] == "big"
+
+
+def test_list_functions_lists_a_function_once_whatever_its_versions(lambda_client, make_function):
+    name = make_function(python_zip(version_source("one")), prefix="listonce")["FunctionName"]
+    lambda_client.publish_version(FunctionName=name)
+    lambda_client.update_function_code(FunctionName=name, ZipFile=python_zip(version_source("two")))
+    wait_until_ready(lambda_client, name)
+    lambda_client.publish_version(FunctionName=name)
+    listed = []
+    for page in lambda_client.get_paginator("list_functions").paginate():
+        listed.extend(function["FunctionName"] for function in page["Functions"])
+    assert listed.count(name) == 1
+    entry_versions = [
+        function["Version"]
+        for page in lambda_client.get_paginator("list_functions").paginate()
+        for function in page["Functions"]
+        if function["FunctionName"] == name
+    ]
+    assert entry_versions == ["$LATEST"]
+
+
+def test_delete_function_with_qualifier_deletes_only_that_version(lambda_client, make_function):
+    name = make_function(python_zip(version_source("one")), prefix="delversion")["FunctionName"]
+    lambda_client.publish_version(FunctionName=name)
+    lambda_client.update_function_code(FunctionName=name, ZipFile=python_zip(version_source("two")))
+    wait_until_ready(lambda_client, name)
+    lambda_client.publish_version(FunctionName=name)
+
+    lambda_client.delete_function(FunctionName=name, Qualifier="1")
+    versions = [version["Version"] for version in lambda_client.list_versions_by_function(FunctionName=name)["Versions"]]
+    assert versions == ["$LATEST", "2"]
+    expect_error("ResourceNotFoundException", 404, lambda_client.invoke, FunctionName=name, Qualifier="1")
+    assert invoke(lambda_client, name, {}, Qualifier="2")[1] == {"version": "two"}
+
+
+def test_deleting_a_version_an_alias_uses_is_a_conflict(lambda_client, make_function):
+    name = make_function(python_zip(version_source("one")), prefix="delaliased")["FunctionName"]
+    lambda_client.publish_version(FunctionName=name)
+    lambda_client.create_alias(FunctionName=name, Name="live", FunctionVersion="1")
+    expect_error("ResourceConflictException", 409, lambda_client.delete_function, FunctionName=name, Qualifier="1")
+    assert invoke(lambda_client, name, {}, Qualifier="live")[1] == {"version": "one"}

@@ -2,6 +2,9 @@
 
 import base64
 import json
+import math
+import re
+import threading
 
 import pytest
 
@@ -257,3 +260,69 @@ def test_node_console_log_appears_in_tail_with_request_id(lambda_client, make_fu
     response, payload = invoke(lambda_client, name, {}, LogType="Tail")
     log = decode_log(response)
     assert "\tINFO\thandled %s" % payload["requestId"] in log, log
+
+
+def report_line(response):
+    lines = [line for line in decode_log(response).splitlines() if line.startswith("REPORT RequestId:")]
+    assert len(lines) == 1, decode_log(response)
+    return lines[0]
+
+
+def test_report_line_has_init_duration_on_cold_start_only(lambda_client, make_function):
+    name = make_function(function_zip("py-logs"), prefix="initduration")["FunctionName"]
+    cold, _ = invoke(lambda_client, name, {}, LogType="Tail")
+    warm, _ = invoke(lambda_client, name, {}, LogType="Tail")
+    assert "Init Duration:" in report_line(cold)
+    assert "Init Duration:" not in report_line(warm)
+
+
+def test_report_billed_duration_is_duration_rounded_up_to_1_ms(lambda_client, make_function):
+    name = make_function(function_zip("py-echo"), prefix="billing")["FunctionName"]
+    for payload in ({}, {"sleep": 0.0123}):
+        response, _ = invoke(lambda_client, name, payload, LogType="Tail")
+        line = report_line(response)
+        duration = float(re.search(r"\tDuration: ([0-9.]+) ms", line).group(1))
+        billed = int(re.search(r"Billed Duration: (\d+) ms", line).group(1))
+        assert billed == max(1, math.ceil(duration)), line
+
+
+def test_report_max_memory_used_is_within_memory_size(lambda_client, make_function):
+    name = make_function(function_zip("py-oom"), prefix="maxmemory", MemorySize=256, Timeout=30)["FunctionName"]
+    response, _ = invoke(lambda_client, name, {"mb": 64}, LogType="Tail")
+    line = report_line(response)
+    used = int(re.search(r"Max Memory Used: (\d+) MB", line).group(1))
+    assert 64 <= used <= 256, line
+
+
+def test_log_tail_holds_only_this_invocation(lambda_client, make_function):
+    name = make_function(function_zip("py-logs"), prefix="ownlog")["FunctionName"]
+    invoke(lambda_client, name, {"marker": "first-invocation"})
+    response, _ = invoke(lambda_client, name, {"marker": "second-invocation"}, LogType="Tail")
+    log = decode_log(response)
+    assert "second-invocation" in log
+    assert "first-invocation" not in log, log
+
+
+def test_concurrent_invocations_keep_their_logs_apart(lambda_client, make_function):
+    source = (
+        "import time\n\n"
+        "def handler(event, context):\n"
+        "    for _ in range(5):\n"
+        "        print('tick', event['marker'])\n"
+        "        time.sleep(0.1)\n"
+        "    return event['marker']\n"
+    )
+    name = make_function(python_zip(source), prefix="apart", Timeout=10)["FunctionName"]
+    results = {}
+
+    def run(marker):
+        results[marker] = invoke(lambda_client, name, {"marker": marker}, LogType="Tail")[0]
+
+    threads = [threading.Thread(target=run, args=(marker,)) for marker in ("alpha", "bravo")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    alpha, bravo = decode_log(results["alpha"]), decode_log(results["bravo"])
+    assert "tick alpha" in alpha and "tick bravo" not in alpha, alpha
+    assert "tick bravo" in bravo and "tick alpha" not in bravo, bravo
