@@ -161,14 +161,16 @@ def assert_still_serves(client, name):
     return payload
 
 
-def signed_request(server, method, path, body=b"", headers=None, sign=True, secret_key=None):
+def signed_request(server, method, path, body=b"", headers=None, sign=True, secret_key=None, signed_at=None, sent_body=None):
     """Send one raw HTTP request to the server, SigV4-signed with its root key unless told not.
 
-    Returns (status, headers with lowercase names, body bytes). For what boto3 cannot send:
-    malformed JSON bodies, unsigned requests.
+    `signed_at` (an aware datetime) signs as of another time; `sent_body` sends other bytes
+    than the ones signed. Returns (status, headers with lowercase names, body bytes). For
+    what boto3 cannot send: malformed JSON bodies, unsigned, stale or tampered requests.
     """
     import urllib.error
     import urllib.request
+    from unittest import mock
 
     from botocore.auth import SigV4Auth
     from botocore.awsrequest import AWSRequest
@@ -180,9 +182,17 @@ def signed_request(server, method, path, body=b"", headers=None, sign=True, secr
     if sign:
         aws_request = AWSRequest(method=method, url=url, data=body, headers=request_headers)
         credentials = Credentials(server.access_key, secret_key or server.secret_key)
-        SigV4Auth(credentials, "lambda", "us-east-1").add_auth(aws_request)
+        signer = SigV4Auth(credentials, "lambda", "us-east-1")
+        if signed_at is None:
+            signer.add_auth(aws_request)
+        else:
+            with mock.patch("botocore.auth.get_current_datetime", return_value=signed_at):
+                signer.add_auth(aws_request)
         request_headers = dict(aws_request.headers.items())
-    request = urllib.request.Request(url, data=body if method != "GET" else None, method=method, headers=request_headers)
+    data = body if sent_body is None else sent_body
+    if sent_body is not None:
+        request_headers["Content-Length"] = str(len(data))
+    request = urllib.request.Request(url, data=data if method != "GET" else None, method=method, headers=request_headers)
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()

@@ -1,5 +1,6 @@
 """Bad requests and bad code get AWS's error shapes and status codes, and harm nothing."""
 
+import datetime
 import io
 import json
 import stat
@@ -246,3 +247,28 @@ def test_unknown_function_in_update_is_resource_not_found(raw_client):
 
 def test_delete_unknown_function_is_resource_not_found(raw_client):
     expect_error("ResourceNotFoundException", 404, raw_client.delete_function, FunctionName=unique_name("missing"))
+
+
+def test_request_signed_20_minutes_ago_is_refused(wisp):
+    stale = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=20)
+    status, headers, body = signed_request(wisp, "GET", "/2015-03-31/functions", signed_at=stale)
+    assert status == 403, (status, body)
+    assert headers.get("x-amzn-errortype", "").split(":")[0] == "InvalidSignatureException", headers
+
+
+def test_request_signed_now_is_accepted_by_the_raw_signer(wisp):
+    status, _, body = signed_request(wisp, "GET", "/2015-03-31/functions")
+    assert status == 200, (status, body)
+
+
+def test_tampered_body_fails_the_signature(wisp, make_function):
+    name = make_function(python_zip(HANDLER_SOURCE), prefix="tamper")["FunctionName"]
+    status, headers, body = signed_request(
+        wisp,
+        "POST",
+        "/2015-03-31/functions/%s/invocations" % name,
+        body=b'{"amount": 1}',
+        sent_body=b'{"amount": 9}',
+    )
+    assert status == 403, (status, body)
+    assert headers.get("x-amzn-errortype", "").split(":")[0] == "InvalidSignatureException", headers

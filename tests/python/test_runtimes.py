@@ -162,3 +162,26 @@ def test_node_missing_file_is_import_module_error(lambda_client, make_function):
     response, payload = invoke(lambda_client, name, {})
     assert response["FunctionError"] == "Unhandled"
     assert payload["errorType"] == "Runtime.ImportModuleError"
+
+
+def test_node_handler_in_a_subdirectory(lambda_client, make_function):
+    code = zip_files({"src/app.js": "exports.main = async (event) => ({ nested: event });\n"})
+    name = make_function(code, runtime=NODE_RUNTIME, handler="src/app.main", prefix="node-subdir")["FunctionName"]
+    assert invoke(lambda_client, name, {"a": 1})[1] == {"nested": {"a": 1}}
+
+
+def test_node_es_module_js_file_in_a_module_package(lambda_client, make_function):
+    code = zip_files(
+        {
+            "package.json": '{"type": "module"}\n',
+            "index.js": "export const handler = async (event) => ({ esm: true, event });\n",
+        }
+    )
+    name = make_function(code, runtime=NODE_RUNTIME, handler="index.handler", prefix="node-esm")["FunctionName"]
+    assert invoke(lambda_client, name, {"b": 2})[1] == {"esm": True, "event": {"b": 2}}
+
+
+def test_node_commonjs_cjs_file(lambda_client, make_function):
+    code = zip_files({"legacy.cjs": "module.exports.handler = (event, context, callback) => callback(null, 'cjs');\n"})
+    name = make_function(code, runtime=NODE_RUNTIME, handler="legacy.handler", prefix="node-cjs")["FunctionName"]
+    assert invoke(lambda_client, name, {})[1] == "cjs"
