@@ -13,6 +13,7 @@ from support import (
     assert_still_serves,
     expect_error,
     function_zip,
+    invoke,
     python_zip,
     signed_request,
     unique_name,
@@ -272,3 +273,42 @@ def test_tampered_body_fails_the_signature(wisp, make_function):
     )
     assert status == 403, (status, body)
     assert headers.get("x-amzn-errortype", "").split(":")[0] == "InvalidSignatureException", headers
+
+
+def test_environment_over_4_kb_is_refused(raw_client):
+    arguments = create_arguments(Environment={"Variables": {"BIG": "x" * 5000}})
+    expect_error("InvalidParameterValueException", 400, raw_client.create_function, **arguments)
+
+
+def test_bad_code_update_keeps_the_old_code(lambda_client, raw_client, make_function):
+    name = make_function(python_zip("def handler(event, context):\n    return 'original'\n"), prefix="badupdatecode")[
+        "FunctionName"
+    ]
+    slip = zip_files({"handler.py": HANDLER_SOURCE, "../escape.py": "x = 1\n"})
+    expect_error("InvalidParameterValueException", 400, raw_client.update_function_code, FunctionName=name, ZipFile=slip)
+    expect_error(
+        "InvalidParameterValueException", 400, raw_client.update_function_code, FunctionName=name, ZipFile=b"not a zip"
+    )
+    assert invoke(lambda_client, name, {})[1] == "original"
+
+
+def test_alias_on_unknown_function_is_resource_not_found(lambda_client):
+    expect_error(
+        "ResourceNotFoundException",
+        404,
+        lambda_client.create_alias,
+        FunctionName=unique_name("missing"),
+        Name="live",
+        FunctionVersion="1",
+    )
+
+
+def test_reserved_concurrency_cannot_take_the_whole_account(lambda_client, make_function):
+    name = make_function(python_zip(HANDLER_SOURCE), prefix="greedy")["FunctionName"]
+    expect_error(
+        "InvalidParameterValueException",
+        400,
+        lambda_client.put_function_concurrency,
+        FunctionName=name,
+        ReservedConcurrentExecutions=100000,
+    )

@@ -3,6 +3,8 @@
 import json
 import os
 import shutil
+import subprocess
+import threading
 import time
 
 import pytest
@@ -236,3 +238,30 @@ def test_wisp_doctor_reports_isolation_mechanisms(wisp):
     completed = wisp.wisp_cli("doctor")
     assert completed.stdout.strip()
     assert "cgroup" in completed.stdout.lower(), completed.stdout
+
+
+def test_wisp_logs_follow_prints_new_output(wisp, lambda_client, make_function):
+    name = make_function(function_zip("py-logs"), prefix="cli-follow")["FunctionName"]
+    marker = unique_name("followed")
+    environment = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "WISP_"))}
+    environment.update({"AWS_ACCESS_KEY_ID": wisp.access_key, "AWS_SECRET_ACCESS_KEY": wisp.secret_key})
+    follower = subprocess.Popen(
+        [str(wisp.binary), "--endpoint", wisp.endpoint, "logs", name, "--follow"],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    seen = []
+    try:
+        time.sleep(0.5)
+        invoke(lambda_client, name, {"marker": marker})
+        reader = threading.Thread(target=lambda: seen.extend(iter(follower.stdout.readline, "")), daemon=True)
+        reader.start()
+        deadline = time.time() + 15
+        while time.time() < deadline and not any(marker in line for line in seen):
+            time.sleep(0.1)
+    finally:
+        follower.kill()
+        follower.wait()
+    assert any(marker in line for line in seen), "".join(seen)
