@@ -118,7 +118,7 @@ class WispServer:
         """SIGKILL to the server process alone, as a crash would stop it.
 
         Its sandboxes are left to fend for themselves, as they would be after a crash;
-        `stop()` at the end of the session sweeps up whatever is left of the process group.
+        `stop()` at the end of the test run sweeps up whatever is left of the process group.
         """
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
@@ -353,7 +353,7 @@ def python_executable():
 
 @pytest.fixture(scope="session")
 def awslambdaric_dir(tmp_path_factory, python_executable):
-    """awslambdaric pip-installed once per session into a directory to copy into functions."""
+    """awslambdaric pip-installed once per test run into a directory to copy into functions."""
     target = tmp_path_factory.mktemp("awslambdaric")
     installed = subprocess.run(
         [python_executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target", str(target), "awslambdaric"],
@@ -368,7 +368,7 @@ def awslambdaric_dir(tmp_path_factory, python_executable):
 
 @pytest.fixture(scope="session")
 def rust_echo_bootstrap():
-    """target/debug/bootstrap of fixtures/rust-echo, built once per session."""
+    """target/debug/bootstrap of fixtures/rust-echo, built once per test run."""
     built = subprocess.run(
         ["cargo", "build", "-p", "rust-echo"],
         cwd=support.REPO_ROOT,
