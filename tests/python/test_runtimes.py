@@ -68,7 +68,11 @@ def test_rust_lambda_runtime_timeout(lambda_client, rust_zip, make_function):
 
 @pytest.fixture(scope="module")
 def awslambdaric_zip(awslambdaric_dir, python_executable, tmp_path_factory):
-    """py-ric with awslambdaric beside it and a bootstrap that starts it."""
+    """py-ric with awslambdaric beside it and a bootstrap that starts it.
+
+    awslambdaric's native client dies with SIGSEGV when a /runtime/invocation/next answer
+    has no Content-Type header, so these tests also guard that header.
+    """
     directory = tmp_path_factory.mktemp("py-ric")
     shutil.copytree(awslambdaric_dir, directory, dirs_exist_ok=True)
     shutil.copytree(FUNCTIONS_DIR / "py-ric", directory, dirs_exist_ok=True)
