@@ -96,6 +96,44 @@ fn parse_authorization(header: &str) -> Result<Authorization<'_>, ApiError> {
 }
 
 /// The SigV4 signature of a request with the given secret (hex).
+/// How far a request's `X-Amz-Date` may be from the server's clock, as AWS allows.
+const MAX_CLOCK_SKEW_SECONDS: i64 = 5 * 60;
+
+/// Refuses requests signed too long ago (or in the future): a captured request cannot be replayed later.
+fn check_freshness(amz_date: &str, now: chrono::DateTime<chrono::Utc>) -> Result<(), ApiError> {
+    let signed_at =
+        chrono::NaiveDateTime::parse_from_str(amz_date, "%Y%m%dT%H%M%SZ").map_err(|_| {
+            ApiError::new(
+                ErrorCode::InvalidSignature,
+                format!("X-Amz-Date {amz_date:?} is not in the form 20260102T150405Z"),
+            )
+        })?;
+    let skew = (now.naive_utc() - signed_at).num_seconds();
+    let window = chrono::Duration::seconds(MAX_CLOCK_SKEW_SECONDS);
+    let stamp = |time: chrono::DateTime<chrono::Utc>| time.format("%Y%m%dT%H%M%SZ").to_string();
+    if skew > MAX_CLOCK_SKEW_SECONDS {
+        return Err(ApiError::new(
+            ErrorCode::InvalidSignature,
+            format!(
+                "Signature expired: {amz_date} is now earlier than {} ({} - 5 min.); hint: check this machine's clock",
+                stamp(now - window),
+                stamp(now)
+            ),
+        ));
+    }
+    if skew < -MAX_CLOCK_SKEW_SECONDS {
+        return Err(ApiError::new(
+            ErrorCode::InvalidSignature,
+            format!(
+                "Signature not yet current: {amz_date} is still later than {} ({} + 5 min.); hint: check this machine's clock",
+                stamp(now + window),
+                stamp(now)
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn signature(
     request: &SignedRequest<'_>,
     authorization: &Authorization<'_>,
@@ -108,6 +146,7 @@ fn signature(
         .ok_or_else(|| {
             ApiError::new(ErrorCode::InvalidSignature, "X-Amz-Date header is missing")
         })?;
+    check_freshness(amz_date, chrono::Utc::now())?;
     let body_hash;
     let payload_hash = match request
         .headers
@@ -233,5 +272,33 @@ impl Authenticator {
             ));
         }
         Ok(key.account.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_signed_outside_five_minutes_are_refused() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-04T12:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let cases = [
+            ("20261204T120000Z", true),
+            ("20261204T115600Z", true),
+            ("20261204T120400Z", true),
+            ("20261204T115400Z", false),
+            ("20261204T120600Z", false),
+            ("20261204", false),
+            ("yesterday", false),
+        ];
+        for (amz_date, accepted) in cases {
+            assert_eq!(
+                check_freshness(amz_date, now).is_ok(),
+                accepted,
+                "{amz_date}"
+            );
+        }
     }
 }
