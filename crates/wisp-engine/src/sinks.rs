@@ -1,9 +1,9 @@
 //! Background writers for invocation records and function logs.
 //!
 //! The invoke path only pushes into an unbounded channel; a writer task drains it and appends
-//! whole batches to the store's `Log` (one group commit for many records), so no invocation waits
-//! for a disk. Records written within the last batch interval may be lost on `kill -9`; they are
-//! observations, not accepted work.
+//! whole batches to the store's `Log` (one group commit for many records, at most one per
+//! [`FLUSH_INTERVAL`]), so no invocation waits for a disk. Records and logs of the last interval may
+//! be lost on `kill -9`; they are observations, not accepted work.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -54,9 +54,21 @@ impl Sinks {
     }
 }
 
+/// How long the writer gathers items before it writes them: one commit per interval at most, so a
+/// busy server spends its disk's fsyncs on accepted work, not on observations.
+const FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
+const MAX_BATCH: usize = 16 * 1024;
+
 async fn write_batches(log: Arc<dyn Log>, mut receiver: mpsc::UnboundedReceiver<Item>) {
     let mut buffer = Vec::new();
-    while receiver.recv_many(&mut buffer, 4096).await > 0 {
+    while receiver.recv_many(&mut buffer, MAX_BATCH).await > 0 {
+        tokio::time::sleep(FLUSH_INTERVAL).await;
+        while buffer.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(item) => buffer.push(item),
+                Err(_) => break,
+            }
+        }
         let mut batches: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
         for item in buffer.drain(..) {
             let (topic, payload) = match item {
@@ -68,10 +80,15 @@ async fn write_batches(log: Arc<dyn Log>, mut receiver: mpsc::UnboundedReceiver<
             };
             batches.entry(topic).or_default().push(payload);
         }
-        for (topic, payloads) in batches {
-            if let Err(error) = log.append_batch(&topic, payloads).await {
-                tracing::warn!(%error, topic, "could not store invocation records or logs");
+        // All topics at once: the store commits concurrent appends together.
+        let writes = batches.into_iter().map(|(topic, payloads)| {
+            let log = log.clone();
+            async move {
+                if let Err(error) = log.append_batch(&topic, payloads).await {
+                    tracing::warn!(%error, topic, "could not store invocation records or logs");
+                }
             }
-        }
+        });
+        futures::future::join_all(writes).await;
     }
 }
