@@ -74,6 +74,8 @@ fn main() {
         return;
     }
     let code = tempfile::tempdir().unwrap();
+    // /tmp's images go to the target directory, which is on disk (the system's /tmp may be tmpfs).
+    let scratch = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     std::fs::set_permissions(code.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let (bootstrap, kind) = build_bootstrap(code.path());
     let launcher = LauncherCommand {
@@ -107,6 +109,7 @@ fn main() {
 
     let mut spawned = Vec::new();
     let mut connected = Vec::new();
+    let mut degraded = Vec::new();
     runtime.block_on(async {
         for round in 0..ROUNDS {
             let spec = SandboxSpec {
@@ -117,13 +120,15 @@ fn main() {
                 argv: vec!["/var/task/bootstrap".into()],
                 env: vec![("AWS_LAMBDA_RUNTIME_API".into(), "127.0.0.1:9001".into())],
                 memory_mb: 128,
-                tmp_mb: 16,
+                tmp_mb: 512,
+                scratch_dir: Some(scratch.path().to_path_buf()),
                 pids_max: 16,
                 network: NetworkMode::Isolated,
             };
             let started = Instant::now();
             let mut sandbox = wisp_sandbox::spawn(&spec, &launcher).await.unwrap();
             spawned.push(started.elapsed());
+            degraded.extend(sandbox.degraded().iter().cloned());
             let listener =
                 tokio::net::TcpListener::from_std(sandbox.take_listener().unwrap()).unwrap();
             let (_stream, _) = listener.accept().await.unwrap();
@@ -137,6 +142,14 @@ fn main() {
     let (spawn_p50, spawn_p90, spawn_min) = summary(spawned);
     let (conn_p50, conn_p90, conn_min) = summary(connected);
     println!("cold spawn, {ROUNDS} rounds, bootstrap: {kind}");
+    degraded.sort();
+    degraded.dedup();
+    for reason in &degraded {
+        println!("degraded: {reason}");
+    }
+    if degraded.is_empty() {
+        println!("/tmp: 512 MiB ext4 on a loop device");
+    }
     println!("{:<44} {:>11} {:>11} {:>11}", "", "p50", "p90", "min");
     println!(
         "{:<44} {} {} {}",

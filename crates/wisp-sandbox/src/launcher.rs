@@ -4,8 +4,9 @@
 //! started by [`crate::spawn`] with one end of a unix `SOCK_SEQPACKET` socket pair as fd 3. It
 //! receives a [`LaunchRequest`], enters fresh mount, pid, ipc, uts and network namespaces, brings
 //! up loopback, binds the Runtime API socket at [`crate::RUNTIME_API_ADDRESS`] inside that network
-//! namespace and forks. The child is pid 1 of the new pid namespace: it joins the instance's
-//! cgroups, builds a private root (only the listed paths of the host are visible), drops to an
+//! namespace, mounts the `/tmp` image it was given (detached, see `scratch.rs`) and forks. The
+//! child is pid 1 of the new pid namespace: it joins the instance's cgroups, builds a private root
+//! (only the listed paths of the host are visible, `/tmp` is the image or a tmpfs), drops to an
 //! unprivileged user with no capabilities, and `exec`s the bootstrap; an exec failure comes back
 //! through a close-on-exec pipe. The parent stays as a reaper: it sends the listening socket (and
 //! a pidfd of the child) to the server, waits for the child and exits mirroring its status (same
@@ -53,13 +54,23 @@ pub struct LaunchRequest {
     pub spec: SandboxSpec,
     /// `cgroup.procs` files to join before anything else.
     pub cgroup_procs: Vec<PathBuf>,
+    /// A formatted ext4 image for `/tmp` comes with the request (`SCM_RIGHTS`); without one, `/tmp`
+    /// is a tmpfs.
+    #[serde(default)]
+    pub tmp_image: bool,
 }
 
 /// What the launcher answers: one message. `Ready` carries the Runtime API listener and, when the
-/// kernel has pidfds, a pidfd of the function's process as `SCM_RIGHTS`, in that order.
+/// kernel has pidfds, a pidfd of the function's process as `SCM_RIGHTS`, in that order;
+/// `tmp_fallback` says why `/tmp` is a tmpfs although an image was sent.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum LaunchReply {
-    Ready { pid: i32, has_pidfd: bool },
+    Ready {
+        pid: i32,
+        has_pidfd: bool,
+        #[serde(default)]
+        tmp_fallback: Option<String>,
+    },
     Failed(LaunchFailure),
 }
 
@@ -93,14 +104,14 @@ pub fn main() -> ! {
         eprintln!("wisp-launcher: fd {socket_fd} is not usable: {error}");
         std::process::exit(LAUNCH_FAILED_EXIT);
     }
-    let request = match receive_request(&socket) {
-        Ok(request) => request,
+    let (request, image) = match receive_request(&socket) {
+        Ok(received) => received,
         Err(error) => {
             eprintln!("wisp-launcher: no launch request on fd {socket_fd}: {error}");
             std::process::exit(LAUNCH_FAILED_EXIT);
         }
     };
-    let failure = match launch(&socket, &request) {
+    let failure = match launch(&socket, &request, image) {
         Ok(never) => match never {},
         Err(failure) => failure,
     };
@@ -122,11 +133,31 @@ fn socket_fd_from_args(mut args: impl Iterator<Item = String>) -> RawFd {
     DEFAULT_SOCKET_FD
 }
 
-fn receive_request(socket: &OwnedFd) -> io::Result<LaunchRequest> {
+/// Reads the launch request and the `/tmp` image that comes with it, if any.
+fn receive_request(socket: &OwnedFd) -> io::Result<(LaunchRequest, Option<OwnedFd>)> {
     let mut buffer = vec![0u8; MAX_MESSAGE];
-    let length = loop {
-        match nix::sys::socket::recv(socket.as_raw_fd(), &mut buffer, MsgFlags::empty()) {
-            Ok(length) => break length,
+    let mut cmsg_space = nix::cmsg_space!([RawFd; 1]);
+    let (length, mut fds) = loop {
+        let mut iov = [IoSliceMut::new(&mut buffer)];
+        match recvmsg::<()>(
+            socket.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg_space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(message) => {
+                let mut fds = Vec::new();
+                for cmsg in message.cmsgs()? {
+                    if let ControlMessageOwned::ScmRights(received) = cmsg {
+                        for fd in received {
+                            // SAFETY: SCM_RIGHTS just installed this descriptor in our table; we
+                            // are its only owner.
+                            fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+                        }
+                    }
+                }
+                break (message.bytes, fds);
+            }
             Err(nix::errno::Errno::EINTR) => continue,
             Err(errno) => return Err(errno.into()),
         }
@@ -137,7 +168,10 @@ fn receive_request(socket: &OwnedFd) -> io::Result<LaunchRequest> {
             "socket closed",
         ));
     }
-    serde_json::from_slice(&buffer[..length]).map_err(io::Error::other)
+    let request: LaunchRequest =
+        serde_json::from_slice(&buffer[..length]).map_err(io::Error::other)?;
+    let image = if request.tmp_image { fds.pop() } else { None };
+    Ok((request, image))
 }
 
 fn send_reply(socket: &OwnedFd, reply: &LaunchReply, fds: &[RawFd]) -> io::Result<()> {
@@ -179,7 +213,11 @@ pub(crate) fn receive_reply(socket: RawFd) -> io::Result<Option<(LaunchReply, Ve
 
 enum Never {}
 
-fn launch(socket: &OwnedFd, request: &LaunchRequest) -> Result<Never, LaunchFailure> {
+fn launch(
+    socket: &OwnedFd,
+    request: &LaunchRequest,
+    image: Option<OwnedFd>,
+) -> Result<Never, LaunchFailure> {
     let spec = &request.spec;
     validate_spec(spec)?;
     if !nix::unistd::geteuid().is_root() {
@@ -207,6 +245,17 @@ fn launch(socket: &OwnedFd, request: &LaunchRequest) -> Result<Never, LaunchFail
         )
     })?;
 
+    // /tmp's image is mounted here, detached, so that any failure can still fall back to tmpfs and
+    // be reported; the child only moves the mount into place.
+    let (mut tmp, tmp_fallback) = match image {
+        Some(image) => match crate::scratch::mount_image(image.as_fd()) {
+            Ok(mounted) => (Some(mounted), None),
+            Err(reason) => (None, Some(reason)),
+        },
+        None if request.tmp_image => (None, Some("the launcher received no image".into())),
+        None => (None, None),
+    };
+
     let (status_read, status_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|errno| setup_error("pipe2", errno))?;
     // SAFETY: this process is single-threaded (the launcher starts no threads), so the child may
@@ -215,7 +264,7 @@ fn launch(socket: &OwnedFd, request: &LaunchRequest) -> Result<Never, LaunchFail
         ForkResult::Child => {
             drop(status_read);
             drop(listener);
-            let failure = match become_function(request) {
+            let failure = match become_function(request, tmp.as_mut()) {
                 Ok(never) => match never {},
                 Err(failure) => failure,
             };
@@ -244,12 +293,13 @@ fn launch(socket: &OwnedFd, request: &LaunchRequest) -> Result<Never, LaunchFail
             let reply = LaunchReply::Ready {
                 pid: child.as_raw(),
                 has_pidfd: pidfd.is_some(),
+                tmp_fallback,
             };
             if send_reply(socket, &reply, &fds).is_err() {
                 let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
             }
             drop(listener);
-            reap(socket, child, pidfd)
+            reap(socket, child, pidfd, tmp)
         }
     }
 }
@@ -298,7 +348,12 @@ fn validate_spec(spec: &SandboxSpec) -> Result<(), LaunchFailure> {
 
 /// The reaper: waits for the function's process and exits the way it did. When the server side of
 /// the socket closes (the server died or dropped the sandbox), kills the function first.
-fn reap(socket: &OwnedFd, child: Pid, pidfd: Option<OwnedFd>) -> ! {
+fn reap(
+    socket: &OwnedFd,
+    child: Pid,
+    pidfd: Option<OwnedFd>,
+    tmp: Option<crate::scratch::MountedImage>,
+) -> ! {
     if let Some(pidfd) = &pidfd {
         let mut server_gone = false;
         loop {
@@ -331,14 +386,24 @@ fn reap(socket: &OwnedFd, child: Pid, pidfd: Option<OwnedFd>) -> ! {
             }
         }
     }
-    loop {
+    let status = loop {
         match waitpid(child, None) {
-            Ok(WaitStatus::Exited(_, code)) => std::process::exit(code),
-            Ok(WaitStatus::Signaled(_, signal, _)) => mirror_signal(signal),
+            Ok(status @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => break Some(status),
             Ok(_) => continue,
             Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => std::process::exit(LAUNCH_FAILED_EXIT),
+            Err(_) => break None,
         }
+    };
+    // Pid 1 is reaped only once every process of its namespace is gone: nothing writes to /tmp
+    // any more, and its contents need not reach the disk on the way out.
+    if let Some(tmp) = &tmp {
+        crate::scratch::discard(tmp.root());
+    }
+    drop(tmp);
+    match status {
+        Some(WaitStatus::Exited(_, code)) => std::process::exit(code),
+        Some(WaitStatus::Signaled(_, signal, _)) => mirror_signal(signal),
+        _ => std::process::exit(LAUNCH_FAILED_EXIT),
     }
 }
 
@@ -453,7 +518,10 @@ struct MountAttr {
     userns_fd: u64,
 }
 
-fn become_function(request: &LaunchRequest) -> Result<Never, LaunchFailure> {
+fn become_function(
+    request: &LaunchRequest,
+    tmp: Option<&mut crate::scratch::MountedImage>,
+) -> Result<Never, LaunchFailure> {
     let spec = &request.spec;
     // Only the function's side joins the cgroups: the reaper's few pages and its one process do
     // not count against the function's limits, and an out-of-memory kill cannot take the reaper,
@@ -466,7 +534,7 @@ fn become_function(request: &LaunchRequest) -> Result<Never, LaunchFailure> {
     }
     set_parent_death_signal();
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
-    build_root(spec)?;
+    build_root(spec, tmp)?;
     set_limits()?;
     close_inherited_descriptors();
     drop_privileges()?;
@@ -488,7 +556,10 @@ fn mount_error(what: &str, target: &Path, errno: nix::errno::Errno) -> LaunchFai
     LaunchFailure::Setup(format!("{what} {}: {errno}", target.display()))
 }
 
-fn build_root(spec: &SandboxSpec) -> Result<(), LaunchFailure> {
+fn build_root(
+    spec: &SandboxSpec,
+    tmp_image: Option<&mut crate::scratch::MountedImage>,
+) -> Result<(), LaunchFailure> {
     let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     mount(
         None::<&str>,
@@ -606,18 +677,29 @@ fn build_root(spec: &SandboxSpec) -> Result<(), LaunchFailure> {
         bind_read_only(&source, &inside(path))?;
     }
 
-    // /tmp: the function's scratch space, limited to tmp_mb.
+    // /tmp: the function's scratch space, limited to tmp_mb: the image the launcher mounted, or a
+    // tmpfs (whose pages count against the memory limit) when there is none.
     let tmp = inside(Path::new("/tmp"));
     fs::create_dir_all(&tmp).map_err(|error| setup_error("mkdir /tmp", error))?;
-    let tmp_options = format!("mode=1777,size={}m", spec.tmp_mb.max(1));
-    mount(
-        Some("tmpfs"),
-        &tmp,
-        Some("tmpfs"),
-        nosuid_nodev,
-        Some(tmp_options.as_str()),
-    )
-    .map_err(|errno| mount_error("mounting tmpfs at", &tmp, errno))?;
+    match tmp_image {
+        Some(image) => crate::scratch::move_into(image, &tmp).map_err(|error| {
+            setup_error(
+                format_args!("moving the /tmp filesystem on {} into place", image.device),
+                error,
+            )
+        })?,
+        None => {
+            let tmp_options = format!("mode=1777,size={}m", spec.tmp_mb.max(1));
+            mount(
+                Some("tmpfs"),
+                &tmp,
+                Some("tmpfs"),
+                nosuid_nodev,
+                Some(tmp_options.as_str()),
+            )
+            .map_err(|errno| mount_error("mounting tmpfs at", &tmp, errno))?;
+        }
+    }
 
     // /dev: a few harmless device nodes, no tty, no block devices.
     let dev = inside(Path::new("/dev"));

@@ -4,8 +4,9 @@
 //! path, entered through the hidden `wisp launch` subcommand or the `wisp-launcher` binary), which
 //! enters fresh namespaces, opens the sandbox's Runtime API socket inside the sandbox's own network
 //! namespace, hands that listening socket back to the server, and forks the function's process,
-//! which joins the instance's cgroups, builds a private root and `exec`s the bootstrap. Function
-//! code never runs in the server's process. [`archive`] unpacks function code safely and
+//! which joins the instance's cgroups, builds a private root and `exec`s the bootstrap. `/tmp` is a
+//! size-limited ext4 filesystem on a loop device (`scratch.rs`). Function code never runs in the
+//! server's process. [`archive`] unpacks function code safely and
 //! [`doctor`] says which isolation mechanisms this machine offers.
 //!
 //! This crate knows nothing about HTTP, storage or scheduling.
@@ -14,6 +15,7 @@ pub mod archive;
 pub mod cgroup;
 pub mod doctor;
 pub mod launcher;
+mod scratch;
 mod spawn;
 
 use std::path::PathBuf;
@@ -48,8 +50,16 @@ pub struct SandboxSpec {
     pub env: Vec<(String, String)>,
     /// Memory limit (cgroup), in MiB.
     pub memory_mb: u32,
-    /// Size of the `/tmp` tmpfs, in MiB.
+    /// Size of `/tmp`, in MiB: a hard limit (writing past it fails with `ENOSPC`).
     pub tmp_mb: u32,
+    /// Host directory where `/tmp`'s filesystem image is created (and unlinked at once); never
+    /// visible inside the sandbox and must not be on tmpfs. With it, `/tmp` is an ext4 filesystem on
+    /// a loop device whose data is page cache the kernel can write back and reclaim, so it does not
+    /// eat `memory_mb`. Without it (or where loop devices or `mkfs.ext4` are missing) `/tmp` is a
+    /// tmpfs whose files count against the memory limit, and the sandbox says so in
+    /// [`SpawnedSandbox::degraded`].
+    #[serde(default)]
+    pub scratch_dir: Option<PathBuf>,
     /// Maximum number of processes and threads (cgroup pids controller).
     pub pids_max: u32,
     /// Network: `Isolated` gives the instance its own network namespace with only loopback.

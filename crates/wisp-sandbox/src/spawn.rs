@@ -1,11 +1,15 @@
-//! Starting a sandbox from the server's side: the instance's cgroups, the launcher process, the
-//! hand-over of the Runtime API listener, then waiting for and killing the sandbox.
+//! Starting a sandbox from the server's side: the instance's cgroups, its `/tmp` image, the
+//! launcher process, the hand-over of the Runtime API listener, then waiting for and killing the
+//! sandbox.
 //!
 //! This module must never run function code in the server's process, never block the async
 //! runtime on the launcher, and never report a limit as enforced when its cgroup controller is
-//! missing ([`SpawnedSandbox::degraded`] lists what is not).
+//! missing, nor `/tmp` as disk-backed when it is a tmpfs ([`SpawnedSandbox::degraded`] lists what
+//! is not).
 
+use std::fs::File;
 use std::io;
+use std::io::IoSlice;
 use std::net::TcpListener;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
@@ -265,6 +269,7 @@ impl Drop for SpawnedSandbox {
 
 static LAYOUT: OnceLock<Layout> = OnceLock::new();
 static DEGRADATION_LOGGED: AtomicBool = AtomicBool::new(false);
+static TMP_DEGRADATION_LOGGED: AtomicBool = AtomicBool::new(false);
 
 /// The cgroup layout of this process, discovered once; leftovers of dead servers are swept then.
 pub(crate) fn layout() -> &'static Layout {
@@ -312,7 +317,7 @@ pub async fn spawn(
         memory_bytes: u64::from(spec.memory_mb) << 20,
         pids_max: spec.pids_max,
     };
-    let (cgroup, degraded) = InstanceCgroup::create(layout(), &spec.instance_id, limits)
+    let (cgroup, mut degraded) = InstanceCgroup::create(layout(), &spec.instance_id, limits)
         .map_err(|error| SandboxError::Setup(error.to_string()))?;
     if !degraded.is_empty() && !DEGRADATION_LOGGED.swap(true, Ordering::Relaxed) {
         for reason in &degraded {
@@ -320,11 +325,35 @@ pub async fn spawn(
         }
     }
     let cgroup = CgroupGuard(Some(cgroup));
+    let image = match &spec.scratch_dir {
+        Some(dir) => crate::scratch::image(dir, spec.tmp_mb).await,
+        None => Err("no scratch directory was given".to_string()),
+    };
+    let (image, mut tmp_fallback) = match image {
+        Ok(image) => (Some(image), None),
+        Err(reason) => (None, Some(reason)),
+    };
     let request = LaunchRequest {
         spec: spec.clone(),
         cgroup_procs: cgroup.get().procs_files(),
+        tmp_image: image.is_some(),
     };
-    match tokio::time::timeout(LAUNCH_TIMEOUT, start(spec, launcher, request)).await {
+    let started = tokio::time::timeout(LAUNCH_TIMEOUT, start(spec, launcher, request, image)).await;
+    if let Ok(Ok(started)) = &started
+        && started.tmp_fallback.is_some()
+    {
+        tmp_fallback = started.tmp_fallback.clone();
+    }
+    if let Some(reason) = tmp_fallback {
+        let reason = format!(
+            "disk-backed /tmp unavailable ({reason}): /tmp is a tmpfs whose files count against the memory limit"
+        );
+        if !TMP_DEGRADATION_LOGGED.swap(true, Ordering::Relaxed) {
+            tracing::warn!("sandbox isolation degraded: {reason}");
+        }
+        degraded.push(reason);
+    }
+    match started {
         Ok(Ok(started)) => Ok(SpawnedSandbox {
             instance_id: spec.instance_id.clone(),
             launcher: started.launcher,
@@ -412,12 +441,14 @@ struct Started {
     stdout: Option<ChildStdout>,
     stderr: Option<ChildStderr>,
     control: OwnedFd,
+    tmp_fallback: Option<String>,
 }
 
 async fn start(
     spec: &SandboxSpec,
     launcher: &LauncherCommand,
     request: LaunchRequest,
+    image: Option<File>,
 ) -> Result<Started, SandboxError> {
     let (server_end, launcher_end) = socketpair(
         AddressFamily::Unix,
@@ -477,16 +508,29 @@ async fn start(
     // SAFETY: `server_end` is an OwnedFd: its descriptor stays open and unchanged until
     // `into_inner` gives it back.
     let control = unsafe { AsyncFd::register(server_end) }.map_err(io::Error::from)?;
+    // The /tmp image travels with the request; the launcher is its only holder afterwards.
+    let rights: Vec<RawFd> = image.iter().map(|file| file.as_raw_fd()).collect();
     let sent = loop {
         let mut guard = control.writable().await?;
         match guard.try_io(|fd| {
-            nix::sys::socket::send(fd.get_ref().as_raw_fd(), &body, MsgFlags::MSG_NOSIGNAL)
-                .map_err(io::Error::from)
+            let iov = [IoSlice::new(&body)];
+            let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&rights)];
+            let cmsgs: &[nix::sys::socket::ControlMessage] =
+                if rights.is_empty() { &[] } else { &cmsg };
+            nix::sys::socket::sendmsg::<()>(
+                fd.get_ref().as_raw_fd(),
+                &iov,
+                cmsgs,
+                MsgFlags::MSG_NOSIGNAL,
+                None,
+            )
+            .map_err(io::Error::from)
         }) {
             Ok(result) => break result,
             Err(_would_block) => continue,
         }
     };
+    drop(image);
     let reply = match sent {
         Ok(_) => loop {
             let mut guard = control.readable().await?;
@@ -501,7 +545,14 @@ async fn start(
     };
     let control = control.into_inner();
     match reply {
-        Ok(Some((LaunchReply::Ready { pid, has_pidfd }, fds))) => {
+        Ok(Some((
+            LaunchReply::Ready {
+                pid,
+                has_pidfd,
+                tmp_fallback,
+            },
+            fds,
+        ))) => {
             let mut fds = fds.into_iter();
             let listener_fd = fds
                 .next()
@@ -519,6 +570,7 @@ async fn start(
                 stderr: child.stderr.take(),
                 launcher: child,
                 control,
+                tmp_fallback,
             })
         }
         Ok(Some((LaunchReply::Failed(failure), _))) => {

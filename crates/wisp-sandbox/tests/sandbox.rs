@@ -37,6 +37,13 @@ fn code_dir(script: &str) -> tempfile::TempDir {
     dir
 }
 
+/// Where `/tmp` images go: the target directory, which is on disk (the system's /tmp may be tmpfs).
+fn scratch_root() -> &'static Path {
+    static ROOT: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    ROOT.get_or_init(|| tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap())
+        .path()
+}
+
 fn spec(code: &Path) -> SandboxSpec {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     SandboxSpec {
@@ -59,6 +66,7 @@ fn spec(code: &Path) -> SandboxSpec {
         ],
         memory_mb: 128,
         tmp_mb: 16,
+        scratch_dir: Some(scratch_root().to_path_buf()),
         pids_max: 64,
         network: NetworkMode::Isolated,
     }
@@ -101,6 +109,62 @@ async fn finish(mut sandbox: SpawnedSandbox) -> Finished {
 async fn run(spec: &SandboxSpec) -> Finished {
     let sandbox = wisp_sandbox::spawn(spec, &launcher()).await.unwrap();
     finish(sandbox).await
+}
+
+/// Spawns, checks that `/tmp` is the disk-backed filesystem (not the tmpfs fallback), and runs to
+/// the end.
+async fn run_disk_backed(spec: &SandboxSpec) -> Finished {
+    let sandbox = wisp_sandbox::spawn(spec, &launcher()).await.unwrap();
+    assert_disk_backed(&sandbox);
+    finish(sandbox).await
+}
+
+fn assert_disk_backed(sandbox: &SpawnedSandbox) {
+    assert!(
+        !sandbox
+            .degraded()
+            .iter()
+            .any(|reason| reason.contains("/tmp")),
+        "{:?}",
+        sandbox.degraded()
+    );
+}
+
+/// Loop devices whose backing file is in `dir`.
+fn loop_devices_backed_by(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/sys/block").unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("loop") {
+            continue;
+        }
+        if let Ok(backing) = std::fs::read_to_string(entry.path().join("loop/backing_file"))
+            && backing.starts_with(&*dir.to_string_lossy())
+        {
+            found.push(format!("{name}: {}", backing.trim()));
+        }
+    }
+    found
+}
+
+/// Waits until no loop device is backed by a file in `dir` and `dir` holds no file (the pool's
+/// background formatting may own one for a few milliseconds).
+async fn assert_scratch_released(dir: &Path) {
+    let mut devices = Vec::new();
+    let mut files = Vec::new();
+    for _ in 0..500 {
+        devices = loop_devices_backed_by(dir);
+        files = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|entry| entry.file_name())
+            .collect();
+        if devices.is_empty() && files.is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("still held after 5s: loop devices {devices:?}, files {files:?}");
 }
 
 #[tokio::test]
@@ -405,7 +469,7 @@ async fn writing_past_tmp_size_fails_with_enospc() {
     );
     let mut spec = spec(code.path());
     spec.tmp_mb = 4;
-    let finished = run(&spec).await;
+    let finished = run_disk_backed(&spec).await;
     assert!(
         finished.stdout.contains("No space left on device"),
         "{}",
@@ -423,7 +487,7 @@ async fn server_data_dir_and_host_paths_are_invisible() {
     std::fs::write(data_dir.path().join("secret"), "top secret").unwrap();
     let code = code_dir(
         r#"#!/bin/sh
-for path in "$DATA_DIR" "$DATA_DIR/secret" "$CODE_DIR" /oldroot /newroot /root /home /var/lib /sys /run; do
+for path in "$DATA_DIR" "$DATA_DIR/secret" "$CODE_DIR" "$SCRATCH_DIR" /oldroot /newroot /root /home /var/lib /sys /run; do
   if [ -e "$path" ]; then echo "visible: $path"; fi
 done
 grep -c . /proc/self/mountinfo >/dev/null && echo "mounts: $(cut -d' ' -f5 /proc/self/mountinfo | tr '\n' ' ')"
@@ -434,6 +498,8 @@ grep -c . /proc/self/mountinfo >/dev/null && echo "mounts: $(cut -d' ' -f5 /proc
         .push(("DATA_DIR".into(), data_dir.path().display().to_string()));
     spec.env
         .push(("CODE_DIR".into(), code.path().display().to_string()));
+    spec.env
+        .push(("SCRATCH_DIR".into(), scratch_root().display().to_string()));
     let finished = run(&spec).await;
     assert_eq!(finished.report.exit_code, Some(0), "{}", finished.stderr);
     assert!(!finished.stdout.contains("visible:"), "{}", finished.stdout);
@@ -574,4 +640,168 @@ async fn pids_limit_counts_only_the_function() {
     assert_eq!(sandbox.pids_current(), Some(3));
     sandbox.kill(Signal::SIGKILL).unwrap();
     assert_eq!(sandbox.wait().await.signal, Some(libc::SIGKILL));
+}
+
+#[tokio::test]
+async fn tmp_is_an_empty_ext4_filesystem_the_sandbox_user_can_write() {
+    if !have_root() {
+        return;
+    }
+    let code = code_dir(
+        r#"#!/bin/sh
+echo "type: $(stat -f -c %T /tmp)"
+echo "mode: $(stat -c %a /tmp)"
+echo "entries: $(ls -A /tmp | wc -l)"
+grep ' /tmp ' /proc/self/mountinfo
+echo hello > /tmp/file && echo "owner: $(stat -c %u:%g /tmp/file)"
+df -k /tmp | tail -1
+"#,
+    );
+    let mut spec = spec(code.path());
+    spec.tmp_mb = 64;
+    let finished = run_disk_backed(&spec).await;
+    let out = &finished.stdout;
+    assert_eq!(finished.report.exit_code, Some(0), "{}", finished.stderr);
+    // stat(1) names ext2, ext3 and ext4 alike.
+    assert!(out.contains("type: ext2/ext3"), "{out}");
+    assert!(out.contains("mode: 1777"), "{out}");
+    assert!(out.contains("entries: 0"), "{out}");
+    let mount = out.lines().find(|line| line.contains(" /tmp ")).unwrap();
+    assert!(mount.contains(" - ext4 /dev/loop"), "{mount}");
+    assert!(
+        mount.contains("nosuid") && mount.contains("nodev"),
+        "{mount}"
+    );
+    assert!(out.contains("owner: 993:990"), "{out}");
+    // The free space is the requested size (ext4's own metadata comes on top).
+    let free_kb: u64 = out
+        .lines()
+        .last()
+        .unwrap()
+        .split_whitespace()
+        .nth(3)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((64 * 1024..=66 * 1024).contains(&free_kb), "{out}");
+}
+
+#[tokio::test]
+async fn big_files_in_tmp_do_not_count_against_the_memory_limit() {
+    if !have_root() {
+        return;
+    }
+    // 400 MiB of file data under a 128 MiB memory limit: page cache is written back and reclaimed;
+    // with a tmpfs /tmp this would be an OOM kill. Past the 512 MiB size: ENOSPC.
+    let code = code_dir(
+        r#"#!/bin/sh
+dd if=/dev/zero of=/tmp/big bs=1M count=400 2>/dev/null; echo "big: rc=$?"
+ls -l /tmp/big | awk '{print "size: " $5}'
+dd if=/dev/zero of=/tmp/more bs=1M count=200 2>&1 | grep -o 'No space left on device' | head -1
+echo "more: done"
+"#,
+    );
+    let mut spec = spec(code.path());
+    spec.memory_mb = 128;
+    spec.tmp_mb = 512;
+    let finished = run_disk_backed(&spec).await;
+    let out = &finished.stdout;
+    assert!(!finished.report.oom_killed, "{:?}", finished.report);
+    assert_eq!(finished.report.exit_code, Some(0), "{}", finished.stderr);
+    assert!(out.contains("big: rc=0"), "{out}");
+    assert!(out.contains(&format!("size: {}", 400u64 << 20)), "{out}");
+    assert!(out.contains("No space left on device"), "{out}");
+    assert!(out.contains("more: done"), "{out}");
+}
+
+#[tokio::test]
+async fn tmp_image_and_loop_device_are_gone_after_exit() {
+    if !have_root() {
+        return;
+    }
+    let scratch = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let code = code_dir("#!/bin/sh\necho data > /tmp/file\necho ready\nexec sleep 600\n");
+    let mut spec = spec(code.path());
+    spec.scratch_dir = Some(scratch.path().to_path_buf());
+    let mut sandbox = wisp_sandbox::spawn(&spec, &launcher()).await.unwrap();
+    assert_disk_backed(&sandbox);
+    let mut stdout = tokio::io::BufReader::new(sandbox.take_stdout().unwrap());
+    let mut line = String::new();
+    tokio::io::AsyncBufReadExt::read_line(&mut stdout, &mut line)
+        .await
+        .unwrap();
+    assert_eq!(line, "ready\n");
+    // While it runs: one loop device holds the image, whose name is already gone.
+    let devices = loop_devices_backed_by(scratch.path());
+    assert_eq!(devices.len(), 1, "{devices:?}");
+    assert!(devices[0].ends_with("(deleted)"), "{devices:?}");
+    sandbox.kill(Signal::SIGKILL).unwrap();
+    assert_eq!(sandbox.wait().await.signal, Some(libc::SIGKILL));
+    assert_scratch_released(scratch.path()).await;
+}
+
+#[tokio::test]
+async fn tmp_loop_device_is_released_when_the_launcher_is_killed() {
+    if !have_root() {
+        return;
+    }
+    let scratch = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let code = code_dir(
+        "#!/bin/sh\ndd if=/dev/zero of=/tmp/big bs=1M count=32 2>/dev/null\necho ready\nexec sleep 600\n",
+    );
+    let mut spec = spec(code.path());
+    spec.tmp_mb = 64;
+    spec.scratch_dir = Some(scratch.path().to_path_buf());
+    let mut sandbox = wisp_sandbox::spawn(&spec, &launcher()).await.unwrap();
+    assert_disk_backed(&sandbox);
+    let mut stdout = tokio::io::BufReader::new(sandbox.take_stdout().unwrap());
+    let mut line = String::new();
+    tokio::io::AsyncBufReadExt::read_line(&mut stdout, &mut line)
+        .await
+        .unwrap();
+    assert_eq!(line, "ready\n");
+    assert_eq!(loop_devices_backed_by(scratch.path()).len(), 1);
+    let launcher_pid = sandbox.launcher_pid().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(launcher_pid as i32),
+        Signal::SIGKILL,
+    )
+    .unwrap();
+    let report = tokio::time::timeout(Duration::from_secs(10), sandbox.wait())
+        .await
+        .unwrap();
+    assert_eq!(report.signal, Some(libc::SIGKILL));
+    assert_scratch_released(scratch.path()).await;
+}
+
+#[tokio::test]
+async fn without_a_usable_scratch_dir_tmp_is_a_tmpfs_and_reported_as_degraded() {
+    if !have_root() {
+        return;
+    }
+    let code = code_dir("#!/bin/sh\nstat -f -c %T /tmp\n");
+    let mut no_dir = spec(code.path());
+    no_dir.scratch_dir = None;
+    let mut on_tmpfs = spec(code.path());
+    on_tmpfs.scratch_dir = Some(PathBuf::from("/dev/shm/wisp-scratch-test"));
+    let shm_is_tmpfs = nix::sys::statfs::statfs("/dev/shm")
+        .map(|stat| stat.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
+        .unwrap_or(false);
+    let mut cases = vec![(no_dir, "no scratch directory")];
+    if shm_is_tmpfs {
+        cases.push((on_tmpfs, "is on tmpfs"));
+    }
+    for (spec, reason) in cases {
+        let sandbox = wisp_sandbox::spawn(&spec, &launcher()).await.unwrap();
+        let degraded = sandbox.degraded().join("\n");
+        assert!(
+            degraded.contains("disk-backed /tmp unavailable"),
+            "{degraded}"
+        );
+        assert!(degraded.contains(reason), "{degraded}");
+        assert!(degraded.contains("memory limit"), "{degraded}");
+        let finished = finish(sandbox).await;
+        assert_eq!(finished.stdout, "tmpfs\n");
+    }
+    let _ = std::fs::remove_dir("/dev/shm/wisp-scratch-test");
 }
