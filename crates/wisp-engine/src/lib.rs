@@ -497,11 +497,9 @@ impl Engine {
                 extra_read_only,
                 argv,
                 env,
-                // tmpfs pages are charged to the memory cgroup of the process that writes them, so the
-                // limit covers the function's memory and a full /tmp; otherwise filling /tmp would end
-                // in an OOM kill instead of ENOSPC.
-                memory_mb: config.memory_size + tmp_mb,
+                memory_mb: config.memory_size,
                 tmp_mb,
+                scratch_dir: Some(self.options.data_dir.join("scratch")),
                 pids_max: self.options.pids_max,
                 network: NetworkMode::Isolated,
             },
