@@ -1,11 +1,13 @@
 //! `wisp doctor` for sandboxes: which isolation mechanisms this machine offers, probed for real
 //! (each namespace is created in a short-lived child process, tmpfs size limits and pivot_root are
-//! tried in a private mount namespace), so that the server can say once at start what it cannot
-//! enforce.
+//! tried in a private mount namespace, a disk-backed `/tmp` is formatted, attached to a loop device,
+//! mounted detached and filled until `ENOSPC`), so that the server can say once at start what it
+//! cannot enforce.
 //!
-//! This module must never change anything outside the probe's own throw-away child processes and
-//! namespaces, and must never report a mechanism as available without having exercised it or read
-//! the kernel's own statement of it.
+//! This module must never change anything outside the probe's own throw-away child processes,
+//! namespaces, image file (unlinked at once) and loop device (cleared when its mount goes), and must
+//! never report a mechanism as available without having exercised it or read the kernel's own
+//! statement of it.
 
 use std::ffi::CString;
 use std::fmt;
@@ -167,6 +169,7 @@ pub fn probe() -> IsolationReport {
         tmpfs.1,
         "pivot_root(\".\", \".\") on a tmpfs",
     ));
+    mechanisms.push(disk_backed_tmp());
 
     // mount_setattr(2): recursive read-only binds. Without it only the top mount of each bind is
     // made read-only.
@@ -259,6 +262,43 @@ pub fn probe() -> IsolationReport {
         required: false,
     });
     IsolationReport { mechanisms }
+}
+
+/// `/tmp` as a size-limited ext4 image on a loop device. The server's scratch directory is under its
+/// data directory, which the probe does not know: it formats in the system's temporary directory,
+/// or `/var/tmp` when that is a tmpfs.
+fn disk_backed_tmp() -> Mechanism {
+    let on_tmpfs = |dir: &Path| {
+        nix::sys::statfs::statfs(dir)
+            .map(|stat| stat.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
+            .unwrap_or(false)
+    };
+    let temp = std::env::temp_dir();
+    let dir = if on_tmpfs(&temp) && Path::new("/var/tmp").is_dir() {
+        Path::new("/var/tmp").to_path_buf()
+    } else {
+        temp
+    };
+    let (status, detail) = if !nix::unistd::geteuid().is_root() {
+        (
+            Status::Unavailable,
+            "needs root (loop devices and mounts)".to_string(),
+        )
+    } else {
+        match crate::scratch::probe(&dir) {
+            Ok(detail) => (Status::Available, detail),
+            Err(reason) => (
+                Status::Unavailable,
+                format!("{reason}; /tmp is a tmpfs whose files count against the memory limit"),
+            ),
+        }
+    };
+    Mechanism {
+        name: "disk-backed /tmp",
+        status,
+        detail,
+        required: true,
+    }
 }
 
 fn cgroup_mechanisms(layout: &Layout) -> Vec<Mechanism> {
@@ -529,6 +569,7 @@ mod tests {
             "pids cgroup",
             "tmpfs size limit",
             "pivot_root",
+            "disk-backed /tmp",
             "seccomp",
             "landlock",
         ] {
@@ -545,6 +586,7 @@ mod tests {
                 "network namespace",
                 "tmpfs size limit",
                 "pivot_root",
+                "disk-backed /tmp",
             ] {
                 assert_eq!(
                     report.get(name).unwrap().status,

@@ -395,6 +395,56 @@ impl Pool {
     }
 }
 
+/// Exercises the whole path for `wisp doctor`: formats a 4 MiB image in `dir`, attaches it to a
+/// loop device, mounts it (detached, in no namespace) and writes until the filesystem refuses.
+/// Returns what it saw, or why it failed. Everything it creates is gone when it returns.
+pub(crate) fn probe(dir: &Path) -> Result<String, String> {
+    let image = format(dir, 4)?;
+    let mounted = mount_image(image.as_fd())?;
+    drop(image);
+    // SAFETY: openat relative to the root directory descriptor we own, NUL-terminated name.
+    let fd = unsafe {
+        libc::openat(
+            mounted.root().as_raw_fd(),
+            c"probe".as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+            0o600,
+        )
+    };
+    let file = File::from(
+        owned(fd as libc::c_long)
+            .map_err(|error| format!("creating a file on {}: {error}", mounted.device))?,
+    );
+    let chunk = vec![0xa5u8; 1 << 20];
+    let mut written = 0u64;
+    let refused = loop {
+        if written > 64 << 20 {
+            break None;
+        }
+        match io::Write::write(&mut &file, &chunk) {
+            Ok(n) => written += n as u64,
+            Err(error) => break Some(error),
+        }
+    };
+    drop(file);
+    discard(mounted.root());
+    match refused {
+        Some(error) if error.raw_os_error() == Some(libc::ENOSPC) => Ok(format!(
+            "a 4 MiB ext4 image in {} on {}: writing past its size fails with ENOSPC",
+            dir.display(),
+            mounted.device
+        )),
+        Some(error) => Err(format!(
+            "writing to the ext4 image on {}: {error}",
+            mounted.device
+        )),
+        None => Err(format!(
+            "a 4 MiB ext4 image on {} accepted 64 MiB",
+            mounted.device
+        )),
+    }
+}
+
 // --- launcher side: loop device and mount ------------------------------------------------------
 
 #[repr(C)]
