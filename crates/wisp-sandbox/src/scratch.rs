@@ -13,11 +13,12 @@
 //! 1. **Server side** ([`image`]): a sparse file of `tmp_mb` MiB is created in the scratch
 //!    directory the server gives (`SandboxSpec::scratch_dir`, never visible inside a sandbox),
 //!    formatted with `mkfs.ext4` (no journal, no reserved blocks, lazy inode tables, an inode per
-//!    8 KiB; the file is a little larger than `tmp_mb` so that the free space is `tmp_mb`), opened and
-//!    **unlinked at once**: from then on it is only an open descriptor, so nothing is left on disk
-//!    whatever happens next. The file exists under its name only while `mkfs.ext4` runs; names carry
-//!    the server's pid, and files of servers that died in that window are swept on first use of the
-//!    directory. Formatting (~5 ms, a process spawn) is kept off the spawn path by a small pool of
+//!    8 KiB; the file is a little larger than `tmp_mb` so that the free space is `tmp_mb`). The file
+//!    never has a name (`O_TMPFILE`; `mkfs.ext4` reaches it through `/proc/<pid>/fd/<n>`), so
+//!    nothing can be left on disk whatever happens: it is only an open descriptor. Where the
+//!    filesystem has no `O_TMPFILE`, it is a named file unlinked as soon as `mkfs.ext4` is done;
+//!    names carry the server's pid, and files of servers that died in that window are swept on
+//!    first use of the directory. Formatting (~5 ms, a process spawn) is kept off the spawn path by a small pool of
 //!    pre-formatted images per (directory, size), refilled by a background thread; only the first
 //!    spawn of a size (or a burst larger than the pool) formats inline.
 //! 2. The descriptor goes to the launcher with the launch request (`SCM_RIGHTS`).
@@ -119,22 +120,43 @@ fn format(dir: &Path, size_mb: u32) -> Result<File, String> {
     }
     let mkfs = mkfs_program()?;
     prepare_dir(dir)?;
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let path = dir.join(format!(
-        "{IMAGE_PREFIX}{}-{}.ext4",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let file = fs::OpenOptions::new()
+    // Preferably a file that never has a name (O_TMPFILE), formatted through /proc/<pid>/fd/<n>;
+    // else a named file, unlinked as soon as mkfs is done with it.
+    let unnamed = fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .create_new(true)
         .mode(0o600)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(&path)
-        .map_err(|error| format!("creating /tmp image {}: {error}", path.display()))?;
-    // Unlinked whatever happens below: the open descriptor is all that is needed from here on.
-    let _unlink = Unlink(&path);
+        .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
+        .open(dir);
+    let (file, path, _unlink) = match unnamed {
+        Ok(file) => {
+            let path = PathBuf::from(format!(
+                "/proc/{}/fd/{}",
+                std::process::id(),
+                file.as_raw_fd()
+            ));
+            (file, path, None)
+        }
+        Err(_) => {
+            static COUNTER: AtomicU64 = AtomicU64::new(0);
+            let path = dir.join(format!(
+                "{IMAGE_PREFIX}{}-{}.ext4",
+                std::process::id(),
+                COUNTER.fetch_add(1, Ordering::Relaxed)
+            ));
+            let file = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(&path)
+                .map_err(|error| format!("creating /tmp image {}: {error}", path.display()))?;
+            // Unlinked whatever happens below: the open descriptor is all that is needed.
+            let unlink = Unlink(path.clone());
+            (file, path, Some(unlink))
+        }
+    };
     file.set_len(image_bytes(size_mb))
         .map_err(|error| format!("sizing /tmp image {}: {error}", path.display()))?;
     let output = Command::new(mkfs)
@@ -185,11 +207,11 @@ fn image_bytes(size_mb: u32) -> u64 {
     ((mib * 1048576.0) as u64).div_ceil(4096) * 4096
 }
 
-struct Unlink<'a>(&'a Path);
+struct Unlink(PathBuf);
 
-impl Drop for Unlink<'_> {
+impl Drop for Unlink {
     fn drop(&mut self) {
-        let _ = fs::remove_file(self.0);
+        let _ = fs::remove_file(&self.0);
     }
 }
 

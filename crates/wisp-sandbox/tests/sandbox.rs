@@ -38,10 +38,9 @@ fn code_dir(script: &str) -> tempfile::TempDir {
 }
 
 /// Where `/tmp` images go: the target directory, which is on disk (the system's /tmp may be tmpfs).
-fn scratch_root() -> &'static Path {
-    static ROOT: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
-    ROOT.get_or_init(|| tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap())
-        .path()
+/// Images have no name there, so every test process can share it.
+fn scratch_root() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("sandbox-scratch")
 }
 
 fn spec(code: &Path) -> SandboxSpec {
@@ -66,7 +65,7 @@ fn spec(code: &Path) -> SandboxSpec {
         ],
         memory_mb: 128,
         tmp_mb: 16,
-        scratch_dir: Some(scratch_root().to_path_buf()),
+        scratch_dir: Some(scratch_root()),
         pids_max: 64,
         network: NetworkMode::Isolated,
     }
