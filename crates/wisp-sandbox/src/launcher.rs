@@ -4,9 +4,9 @@
 //! started by [`crate::spawn`] with one end of a unix `SOCK_SEQPACKET` socket pair as fd 3. It
 //! receives a [`LaunchRequest`], enters fresh mount, pid, ipc, uts and network namespaces, brings
 //! up loopback, binds the Runtime API socket at [`crate::RUNTIME_API_ADDRESS`] inside that network
-//! namespace, mounts the `/tmp` image it was given (detached, see `scratch.rs`) and forks. The
-//! child is pid 1 of the new pid namespace: it joins the instance's cgroups, builds a private root
-//! (only the listed paths of the host are visible, `/tmp` is the image or a tmpfs), drops to an
+//! namespace and forks. The child is pid 1 of the new pid namespace: it joins the instance's
+//! cgroups, builds a private root (only the listed paths of the host are visible; `/tmp` is the
+//! detached ext4 mount that came with the request, see `scratch.rs`, or a tmpfs), drops to an
 //! unprivileged user with no capabilities, and `exec`s the bootstrap; an exec failure comes back
 //! through a close-on-exec pipe. The parent stays as a reaper: it sends the listening socket (and
 //! a pidfd of the child) to the server, waits for the child and exits mirroring its status (same
@@ -54,23 +54,17 @@ pub struct LaunchRequest {
     pub spec: SandboxSpec,
     /// `cgroup.procs` files to join before anything else.
     pub cgroup_procs: Vec<PathBuf>,
-    /// A formatted ext4 image for `/tmp` comes with the request (`SCM_RIGHTS`); without one, `/tmp`
-    /// is a tmpfs.
+    /// A detached mount of the `/tmp` filesystem comes with the request (`SCM_RIGHTS`); this is
+    /// its loop device. Without one, `/tmp` is a tmpfs.
     #[serde(default)]
-    pub tmp_image: bool,
+    pub tmp_device: Option<String>,
 }
 
 /// What the launcher answers: one message. `Ready` carries the Runtime API listener and, when the
-/// kernel has pidfds, a pidfd of the function's process as `SCM_RIGHTS`, in that order;
-/// `tmp_fallback` says why `/tmp` is a tmpfs although an image was sent.
+/// kernel has pidfds, a pidfd of the function's process as `SCM_RIGHTS`, in that order.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum LaunchReply {
-    Ready {
-        pid: i32,
-        has_pidfd: bool,
-        #[serde(default)]
-        tmp_fallback: Option<String>,
-    },
+    Ready { pid: i32, has_pidfd: bool },
     Failed(LaunchFailure),
 }
 
@@ -133,7 +127,7 @@ fn socket_fd_from_args(mut args: impl Iterator<Item = String>) -> RawFd {
     DEFAULT_SOCKET_FD
 }
 
-/// Reads the launch request and the `/tmp` image that comes with it, if any.
+/// Reads the launch request and the `/tmp` mount that comes with it, if any.
 fn receive_request(socket: &OwnedFd) -> io::Result<(LaunchRequest, Option<OwnedFd>)> {
     let mut buffer = vec![0u8; MAX_MESSAGE];
     let mut cmsg_space = nix::cmsg_space!([RawFd; 1]);
@@ -170,8 +164,12 @@ fn receive_request(socket: &OwnedFd) -> io::Result<(LaunchRequest, Option<OwnedF
     }
     let request: LaunchRequest =
         serde_json::from_slice(&buffer[..length]).map_err(io::Error::other)?;
-    let image = if request.tmp_image { fds.pop() } else { None };
-    Ok((request, image))
+    let mount = if request.tmp_device.is_some() {
+        fds.pop()
+    } else {
+        None
+    };
+    Ok((request, mount))
 }
 
 fn send_reply(socket: &OwnedFd, reply: &LaunchReply, fds: &[RawFd]) -> io::Result<()> {
@@ -216,7 +214,7 @@ enum Never {}
 fn launch(
     socket: &OwnedFd,
     request: &LaunchRequest,
-    image: Option<OwnedFd>,
+    tmp_mount: Option<OwnedFd>,
 ) -> Result<Never, LaunchFailure> {
     let spec = &request.spec;
     validate_spec(spec)?;
@@ -245,15 +243,16 @@ fn launch(
         )
     })?;
 
-    // /tmp's image is mounted here, detached, so that any failure can still fall back to tmpfs and
-    // be reported; the child only moves the mount into place.
-    let (mut tmp, tmp_fallback) = match image {
-        Some(image) => match crate::scratch::mount_image(image.as_fd()) {
-            Ok(mounted) => (Some(mounted), None),
-            Err(reason) => (None, Some(reason)),
-        },
-        None if request.tmp_image => (None, Some("the launcher received no image".into())),
-        None => (None, None),
+    let mut tmp = match (tmp_mount, &request.tmp_device) {
+        (Some(mount), Some(device)) => {
+            Some(crate::scratch::TmpMount::received(mount, device.clone()))
+        }
+        (None, Some(device)) => {
+            return Err(LaunchFailure::Setup(format!(
+                "the /tmp filesystem on {device} did not come with the launch request"
+            )));
+        }
+        _ => None,
     };
 
     let (status_read, status_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
@@ -293,7 +292,6 @@ fn launch(
             let reply = LaunchReply::Ready {
                 pid: child.as_raw(),
                 has_pidfd: pidfd.is_some(),
-                tmp_fallback,
             };
             if send_reply(socket, &reply, &fds).is_err() {
                 let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
@@ -352,7 +350,7 @@ fn reap(
     socket: &OwnedFd,
     child: Pid,
     pidfd: Option<OwnedFd>,
-    tmp: Option<crate::scratch::MountedImage>,
+    tmp: Option<crate::scratch::TmpMount>,
 ) -> ! {
     if let Some(pidfd) = &pidfd {
         let mut server_gone = false;
@@ -397,7 +395,7 @@ fn reap(
     // Pid 1 is reaped only once every process of its namespace is gone: nothing writes to /tmp
     // any more, and its contents need not reach the disk on the way out.
     if let Some(tmp) = &tmp {
-        crate::scratch::discard(tmp.root());
+        tmp.discard();
     }
     drop(tmp);
     match status {
@@ -520,7 +518,7 @@ struct MountAttr {
 
 fn become_function(
     request: &LaunchRequest,
-    tmp: Option<&mut crate::scratch::MountedImage>,
+    tmp: Option<&mut crate::scratch::TmpMount>,
 ) -> Result<Never, LaunchFailure> {
     let spec = &request.spec;
     // Only the function's side joins the cgroups: the reaper's few pages and its one process do
@@ -558,7 +556,7 @@ fn mount_error(what: &str, target: &Path, errno: nix::errno::Errno) -> LaunchFai
 
 fn build_root(
     spec: &SandboxSpec,
-    tmp_image: Option<&mut crate::scratch::MountedImage>,
+    tmp_mount: Option<&mut crate::scratch::TmpMount>,
 ) -> Result<(), LaunchFailure> {
     let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     mount(
@@ -677,14 +675,14 @@ fn build_root(
         bind_read_only(&source, &inside(path))?;
     }
 
-    // /tmp: the function's scratch space, limited to tmp_mb: the image the launcher mounted, or a
-    // tmpfs (whose pages count against the memory limit) when there is none.
+    // /tmp: the function's scratch space, limited to tmp_mb: the ext4 mount the server prepared, or
+    // a tmpfs (whose pages count against the memory limit) when there is none.
     let tmp = inside(Path::new("/tmp"));
     fs::create_dir_all(&tmp).map_err(|error| setup_error("mkdir /tmp", error))?;
-    match tmp_image {
-        Some(image) => crate::scratch::move_into(image, &tmp).map_err(|error| {
+    match tmp_mount {
+        Some(mount) => mount.move_into(&tmp).map_err(|error| {
             setup_error(
-                format_args!("moving the /tmp filesystem on {} into place", image.device),
+                format_args!("moving the /tmp filesystem on {} into place", mount.device),
                 error,
             )
         })?,

@@ -10,33 +10,36 @@
 //!
 //! The life of one image:
 //!
-//! 1. **Server side** ([`image`]): a sparse file of `tmp_mb` MiB is created in the scratch
-//!    directory the server gives (`SandboxSpec::scratch_dir`, never visible inside a sandbox),
-//!    formatted with `mkfs.ext4` (no journal, no reserved blocks, lazy inode tables, an inode per
-//!    8 KiB; the file is a little larger than `tmp_mb` so that the free space is `tmp_mb`). The file
-//!    never has a name (`O_TMPFILE`; `mkfs.ext4` reaches it through `/proc/<pid>/fd/<n>`), so
-//!    nothing can be left on disk whatever happens: it is only an open descriptor. Where the
-//!    filesystem has no `O_TMPFILE`, it is a named file unlinked as soon as `mkfs.ext4` is done;
-//!    names carry the server's pid, and files of servers that died in that window are swept on
-//!    first use of the directory. Formatting (~5 ms, a process spawn) is kept off the spawn path by a small pool of
-//!    pre-formatted images per (directory, size), refilled by a background thread; only the first
-//!    spawn of a size (or a burst larger than the pool) formats inline.
-//! 2. The descriptor goes to the launcher with the launch request (`SCM_RIGHTS`).
-//! 3. **Launcher** ([`mount_image`]), in the sandbox's new mount namespace, before it forks: attaches
-//!    the image to a free loop device (`LOOP_CTL_GET_FREE`, then `LOOP_CONFIGURE` with
-//!    `LO_FLAGS_AUTOCLEAR` and direct I/O, so the backing file is not cached a second time), mounts it
-//!    as a *detached* mount with the new mount API (`fsopen`/`fsmount`, `nosuid,nodev`), makes its
-//!    root mode 1777 like `/tmp` and removes `lost+found`, and closes the loop device. From then on
-//!    the mount alone holds the device: when the mount goes, the device frees itself and drops the
-//!    last reference to the unlinked image, whose blocks the host filesystem then reclaims.
-//! 4. **Function** ([`move_into`]): the child moves the detached mount to `/tmp` of the new root. The
-//!    mount lives in the sandbox's mount namespace, which dies with the sandbox's last process even
-//!    if the server or the launcher is killed.
-//! 5. At exit the reaper shuts the filesystem down ([`discard`]) so that the final unmount does not
-//!    write back data that is about to be thrown away.
+//! 1. **Server side** ([`prepare`]): a sparse file is created in the scratch directory the server
+//!    gives (`SandboxSpec::scratch_dir`, never visible inside a sandbox) and formatted with
+//!    `mkfs.ext4` (no journal, no reserved blocks, lazy inode tables, an inode per 8 KiB; the file
+//!    is a little larger than `tmp_mb` so that the free space is `tmp_mb`). The file never has a
+//!    name (`O_TMPFILE`; `mkfs.ext4` reaches it through `/proc/<pid>/fd/<n>`), so nothing can be
+//!    left on disk whatever happens: it is only an open descriptor. Where the filesystem has no
+//!    `O_TMPFILE`, it is a named file unlinked as soon as `mkfs.ext4` is done; names carry the
+//!    server's pid, and files of servers that died in that window are swept on first use of the
+//!    directory.
+//! 2. Still on the server side, the image is attached to a free loop device (`LOOP_CTL_GET_FREE`,
+//!    then `LOOP_CONFIGURE` with `LO_FLAGS_AUTOCLEAR` and direct I/O, so that the backing file is
+//!    not cached a second time) and mounted as a **detached** mount with the new mount API
+//!    (`fsopen`/`fsmount`, `nosuid,nodev`): a mount that belongs to no namespace, not even the
+//!    server's, and that only exists through its descriptor. Its root gets mode 1777 like `/tmp`
+//!    and loses `lost+found`. The loop device is closed right away: from then on the mount alone
+//!    holds the device, and when the mount goes, the device frees itself and drops the last
+//!    reference to the image, whose blocks the host filesystem then reclaims.
+//! 3. Steps 1 and 2 (~5 ms, a process spawn and a mount) are kept off the spawn path by a small
+//!    pool of ready mounts per (directory, size), refilled by a background thread; only the first
+//!    spawn of a size (or a burst larger than the pool) prepares one inline. Each pooled mount holds
+//!    a loop device while it waits (at most [`SPARES`] × [`MAX_SIZES`]).
+//! 4. The mount's descriptor goes to the launcher with the launch request (`SCM_RIGHTS`), and the
+//!    launcher's child moves it to `/tmp` of the new root ([`TmpMount::move_into`]). It then lives
+//!    in the sandbox's mount namespace, which dies with the sandbox's last process even if the
+//!    server or the launcher is killed; a mount still in flight dies with the last descriptor.
+//! 5. At exit the reaper shuts the filesystem down ([`TmpMount::discard`]) so that the final
+//!    unmount does not write back data that is about to be thrown away.
 //!
-//! Any failure before the function exists falls back to the old tmpfs `/tmp`, and the sandbox reports
-//! it as degraded ([`crate::SpawnedSandbox::degraded`]): a tmpfs `/tmp` counts against the memory
+//! Any failure to prepare the mount falls back to the old tmpfs `/tmp`, and the sandbox reports it
+//! as degraded ([`crate::SpawnedSandbox::degraded`]): a tmpfs `/tmp` counts against the memory
 //! limit.
 //!
 //! This module must never leave an image file or a loop device behind (names exist only while
@@ -90,25 +93,31 @@ const RAMFS_MAGIC: i64 = 0x8584_58f6;
 
 // --- server side: formatted images -------------------------------------------------------------
 
-/// A formatted, already unlinked ext4 image of `size_mb` MiB in `dir`, ready to be attached to a
-/// loop device; `Err` says why a disk-backed `/tmp` is not possible (the caller falls back to tmpfs).
-pub(crate) async fn image(dir: &Path, size_mb: u32) -> Result<File, String> {
+/// A detached mount of a fresh ext4 filesystem with `size_mb` MiB free, its image in `dir`; `Err`
+/// says why a disk-backed `/tmp` is not possible (the caller falls back to tmpfs).
+pub(crate) async fn prepare(dir: &Path, size_mb: u32) -> Result<MountedImage, String> {
     let key = (dir.to_path_buf(), size_mb.max(1));
-    if let Some(file) = pool().take(&key) {
-        return Ok(file);
+    if let Some(mounted) = pool().take(&key) {
+        return Ok(mounted);
     }
-    let formatted = tokio::task::spawn_blocking(move || {
-        let result = format(&key.0, key.1);
+    let prepared = tokio::task::spawn_blocking(move || {
+        let result = prepare_now(&key.0, key.1);
         if result.is_ok() {
             pool().want(key);
         }
         result
     })
     .await;
-    match formatted {
+    match prepared {
         Ok(result) => result,
-        Err(error) => Err(format!("formatting a /tmp image failed: {error}")),
+        Err(error) => Err(format!("preparing a /tmp filesystem failed: {error}")),
     }
+}
+
+/// Formats, attaches and mounts one image. Blocking.
+fn prepare_now(dir: &Path, size_mb: u32) -> Result<MountedImage, String> {
+    let image = format(dir, size_mb)?;
+    mount_image(image.as_fd())
 }
 
 /// Creates, formats, opens and unlinks one image. Blocking (runs `mkfs.ext4`).
@@ -302,7 +311,7 @@ struct PoolState {
 
 #[derive(Default)]
 struct Spares {
-    ready: Vec<File>,
+    ready: Vec<MountedImage>,
     last_used: u64,
     refilling: bool,
 }
@@ -322,8 +331,8 @@ impl Pool {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    /// A ready image, if one is; asks for a refill either way.
-    fn take(&self, key: &Key) -> Option<File> {
+    /// A ready mount, if one is; asks for a refill either way.
+    fn take(&self, key: &Key) -> Option<MountedImage> {
         let file = {
             let mut state = self.lock();
             state.tick += 1;
@@ -402,9 +411,9 @@ impl Pool {
             if !missing {
                 break;
             }
-            match format(&key.0, key.1) {
-                Ok(file) => match self.lock().sizes.get_mut(key) {
-                    Some(spares) => spares.ready.push(file),
+            match prepare_now(&key.0, key.1) {
+                Ok(mounted) => match self.lock().sizes.get_mut(key) {
+                    Some(spares) => spares.ready.push(mounted),
                     None => break,
                 },
                 Err(error) => {
@@ -421,13 +430,11 @@ impl Pool {
 /// loop device, mounts it (detached, in no namespace) and writes until the filesystem refuses.
 /// Returns what it saw, or why it failed. Everything it creates is gone when it returns.
 pub(crate) fn probe(dir: &Path) -> Result<String, String> {
-    let image = format(dir, 4)?;
-    let mounted = mount_image(image.as_fd())?;
-    drop(image);
+    let mounted = prepare_now(dir, 4)?;
     // SAFETY: openat relative to the root directory descriptor we own, NUL-terminated name.
     let fd = unsafe {
         libc::openat(
-            mounted.root().as_raw_fd(),
+            mounted.root.as_raw_fd(),
             c"probe".as_ptr(),
             libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
             0o600,
@@ -449,7 +456,7 @@ pub(crate) fn probe(dir: &Path) -> Result<String, String> {
         }
     };
     drop(file);
-    discard(mounted.root());
+    discard(mounted.root.as_fd());
     match refused {
         Some(error) if error.raw_os_error() == Some(libc::ENOSPC) => Ok(format!(
             "a 4 MiB ext4 image in {} on {}: writing past its size fails with ENOSPC",
@@ -467,7 +474,7 @@ pub(crate) fn probe(dir: &Path) -> Result<String, String> {
     }
 }
 
-// --- launcher side: loop device and mount ------------------------------------------------------
+// --- server side: loop device and detached mount ------------------------------------------------------
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -495,27 +502,25 @@ struct LoopConfig {
     reserved: [u64; 8],
 }
 
-/// A formatted image mounted as a detached mount (not yet attached anywhere), plus a descriptor of
-/// its root directory that keeps it reachable for [`discard`].
+/// A formatted image mounted as a detached mount (attached to no namespace).
 #[derive(Debug)]
 pub(crate) struct MountedImage {
-    /// The detached mount, until [`move_into`] attaches it.
-    mount: Option<OwnedFd>,
+    mount: OwnedFd,
     root: OwnedFd,
     /// The loop device it is on, for messages.
     pub device: String,
 }
 
 impl MountedImage {
-    /// Descriptor of the filesystem's root directory.
-    pub(crate) fn root(&self) -> BorrowedFd<'_> {
-        self.root.as_fd()
+    /// The detached mount's descriptor, to hand to the launcher.
+    pub(crate) fn into_mount(self) -> OwnedFd {
+        self.mount
     }
 }
 
 /// Attaches `image` to a free loop device and mounts it (detached, `nosuid,nodev`), with its root
 /// mode 1777 and no `lost+found`. The loop device clears itself when the mount goes.
-pub(crate) fn mount_image(image: BorrowedFd<'_>) -> Result<MountedImage, String> {
+fn mount_image(image: BorrowedFd<'_>) -> Result<MountedImage, String> {
     let (device, path) = attach_loop(image)?;
     // The device stays attached only while something holds it: after the mount below, the mount.
     let mount = mount_device(&path);
@@ -548,41 +553,77 @@ pub(crate) fn mount_image(image: BorrowedFd<'_>) -> Result<MountedImage, String>
     // SAFETY: unlinkat relative to a directory descriptor we own, with a NUL-terminated name.
     unsafe { libc::unlinkat(root.as_raw_fd(), c"lost+found".as_ptr(), libc::AT_REMOVEDIR) };
     Ok(MountedImage {
-        mount: Some(mount),
+        mount,
         root,
         device: display,
     })
 }
 
-/// Moves the detached mount of `image` to `target` (the child, while building its root).
-pub(crate) fn move_into(image: &mut MountedImage, target: &Path) -> io::Result<()> {
-    let mount = image
-        .mount
-        .take()
-        .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))?;
-    let target = CString::new(target.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: move_mount from the detached mount's descriptor (empty path) to a NUL-terminated
-    // absolute path; both outlive the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            mount.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_FDCWD,
-            target.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
+/// The launcher's side of a prepared `/tmp`: the detached mount it received, then moved.
+#[derive(Debug)]
+pub(crate) struct TmpMount {
+    /// The detached mount, until [`TmpMount::move_into`] attaches it.
+    mount: Option<OwnedFd>,
+    /// The filesystem's root directory, for [`TmpMount::discard`].
+    root: Option<OwnedFd>,
+    /// The loop device it is on, for messages.
+    pub device: String,
+}
+
+impl TmpMount {
+    pub(crate) fn received(mount: OwnedFd, device: String) -> TmpMount {
+        // SAFETY: openat on the detached mount's descriptor with a NUL-terminated relative path.
+        let root = unsafe {
+            libc::openat(
+                mount.as_raw_fd(),
+                c".".as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
+        TmpMount {
+            mount: Some(mount),
+            root: owned(root as libc::c_long).ok(),
+            device,
+        }
     }
-    Ok(())
+
+    /// Moves the detached mount to `target` (the child, while building its root).
+    pub(crate) fn move_into(&mut self, target: &Path) -> io::Result<()> {
+        let mount = self
+            .mount
+            .take()
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))?;
+        let target = CString::new(target.as_os_str().as_bytes())
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: move_mount from the detached mount's descriptor (empty path) to a NUL-terminated
+        // absolute path; both outlive the call.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_move_mount,
+                mount.as_raw_fd(),
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                target.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// See [`discard`].
+    pub(crate) fn discard(&self) {
+        if let Some(root) = &self.root {
+            discard(root.as_fd());
+        }
+    }
 }
 
 /// Shuts the filesystem down without writing anything back: once the sandbox is gone its data is
 /// garbage, and the unmount that follows then has nothing to flush.
-pub(crate) fn discard(root: BorrowedFd<'_>) {
+fn discard(root: BorrowedFd<'_>) {
     let mut flags = EXT4_GOING_FLAGS_NOLOGFLUSH;
     // SAFETY: EXT4_IOC_SHUTDOWN reads one u32 from the pointer we pass; a filesystem that does not
     // know the ioctl rejects it without side effects.

@@ -7,7 +7,6 @@
 //! missing, nor `/tmp` as disk-backed when it is a tmpfs ([`SpawnedSandbox::degraded`] lists what
 //! is not).
 
-use std::fs::File;
 use std::io;
 use std::io::IoSlice;
 use std::net::TcpListener;
@@ -325,35 +324,32 @@ pub async fn spawn(
         }
     }
     let cgroup = CgroupGuard(Some(cgroup));
-    let image = match &spec.scratch_dir {
-        Some(dir) => crate::scratch::image(dir, spec.tmp_mb).await,
+    let tmp = match &spec.scratch_dir {
+        Some(dir) => crate::scratch::prepare(dir, spec.tmp_mb).await,
         None => Err("no scratch directory was given".to_string()),
     };
-    let (image, mut tmp_fallback) = match image {
-        Ok(image) => (Some(image), None),
-        Err(reason) => (None, Some(reason)),
+    let (tmp, tmp_device) = match tmp {
+        Ok(mounted) => {
+            let device = mounted.device.clone();
+            (Some(mounted.into_mount()), Some(device))
+        }
+        Err(reason) => {
+            let reason = format!(
+                "disk-backed /tmp unavailable ({reason}): /tmp is a tmpfs whose files count against the memory limit"
+            );
+            if !TMP_DEGRADATION_LOGGED.swap(true, Ordering::Relaxed) {
+                tracing::warn!("sandbox isolation degraded: {reason}");
+            }
+            degraded.push(reason);
+            (None, None)
+        }
     };
     let request = LaunchRequest {
         spec: spec.clone(),
         cgroup_procs: cgroup.get().procs_files(),
-        tmp_image: image.is_some(),
+        tmp_device,
     };
-    let started = tokio::time::timeout(LAUNCH_TIMEOUT, start(spec, launcher, request, image)).await;
-    if let Ok(Ok(started)) = &started
-        && started.tmp_fallback.is_some()
-    {
-        tmp_fallback = started.tmp_fallback.clone();
-    }
-    if let Some(reason) = tmp_fallback {
-        let reason = format!(
-            "disk-backed /tmp unavailable ({reason}): /tmp is a tmpfs whose files count against the memory limit"
-        );
-        if !TMP_DEGRADATION_LOGGED.swap(true, Ordering::Relaxed) {
-            tracing::warn!("sandbox isolation degraded: {reason}");
-        }
-        degraded.push(reason);
-    }
-    match started {
+    match tokio::time::timeout(LAUNCH_TIMEOUT, start(spec, launcher, request, tmp)).await {
         Ok(Ok(started)) => Ok(SpawnedSandbox {
             instance_id: spec.instance_id.clone(),
             launcher: started.launcher,
@@ -441,14 +437,13 @@ struct Started {
     stdout: Option<ChildStdout>,
     stderr: Option<ChildStderr>,
     control: OwnedFd,
-    tmp_fallback: Option<String>,
 }
 
 async fn start(
     spec: &SandboxSpec,
     launcher: &LauncherCommand,
     request: LaunchRequest,
-    image: Option<File>,
+    tmp: Option<OwnedFd>,
 ) -> Result<Started, SandboxError> {
     let (server_end, launcher_end) = socketpair(
         AddressFamily::Unix,
@@ -508,8 +503,8 @@ async fn start(
     // SAFETY: `server_end` is an OwnedFd: its descriptor stays open and unchanged until
     // `into_inner` gives it back.
     let control = unsafe { AsyncFd::register(server_end) }.map_err(io::Error::from)?;
-    // The /tmp image travels with the request; the launcher is its only holder afterwards.
-    let rights: Vec<RawFd> = image.iter().map(|file| file.as_raw_fd()).collect();
+    // The /tmp mount travels with the request; the launcher is its only holder afterwards.
+    let rights: Vec<RawFd> = tmp.iter().map(|fd| fd.as_raw_fd()).collect();
     let sent = loop {
         let mut guard = control.writable().await?;
         match guard.try_io(|fd| {
@@ -530,7 +525,7 @@ async fn start(
             Err(_would_block) => continue,
         }
     };
-    drop(image);
+    drop(tmp);
     let reply = match sent {
         Ok(_) => loop {
             let mut guard = control.readable().await?;
@@ -545,14 +540,7 @@ async fn start(
     };
     let control = control.into_inner();
     match reply {
-        Ok(Some((
-            LaunchReply::Ready {
-                pid,
-                has_pidfd,
-                tmp_fallback,
-            },
-            fds,
-        ))) => {
+        Ok(Some((LaunchReply::Ready { pid, has_pidfd }, fds))) => {
             let mut fds = fds.into_iter();
             let listener_fd = fds
                 .next()
@@ -570,7 +558,6 @@ async fn start(
                 stderr: child.stderr.take(),
                 launcher: child,
                 control,
-                tmp_fallback,
             })
         }
         Ok(Some((LaunchReply::Failed(failure), _))) => {

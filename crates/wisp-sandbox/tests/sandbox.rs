@@ -129,42 +129,62 @@ fn assert_disk_backed(sandbox: &SpawnedSandbox) {
     );
 }
 
-/// Loop devices whose backing file is in `dir`.
-fn loop_devices_backed_by(dir: &Path) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/sys/block").unwrap().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.starts_with("loop") {
-            continue;
-        }
-        if let Ok(backing) = std::fs::read_to_string(entry.path().join("loop/backing_file"))
-            && backing.starts_with(&*dir.to_string_lossy())
-        {
-            found.push(format!("{name}: {}", backing.trim()));
-        }
-    }
-    found
+/// The backing file of a loop device (`/dev/loopN`) as the kernel names it: for an image without a
+/// name, `<dir>/#<inode> (deleted)`, which no other image shares while it exists.
+fn backing_file(device: &str) -> Option<String> {
+    let name = device.strip_prefix("/dev/")?;
+    std::fs::read_to_string(format!("/sys/block/{name}/loop/backing_file"))
+        .ok()
+        .map(|text| text.trim().to_string())
 }
 
-/// Waits until no loop device is backed by a file in `dir` and `dir` holds no file (the pool's
-/// background formatting may own one for a few milliseconds).
-async fn assert_scratch_released(dir: &Path) {
-    let mut devices = Vec::new();
+/// Waits until no loop device is backed by `backing` and `dir` holds no file.
+async fn assert_scratch_released(backing: &str, dir: &Path) {
+    let mut holders = Vec::new();
     let mut files = Vec::new();
     for _ in 0..500 {
-        devices = loop_devices_backed_by(dir);
+        holders = std::fs::read_dir("/sys/block")
+            .unwrap()
+            .flatten()
+            .filter(|entry| {
+                std::fs::read_to_string(entry.path().join("loop/backing_file"))
+                    .is_ok_and(|text| text.trim() == backing)
+            })
+            .map(|entry| entry.file_name())
+            .collect();
         files = std::fs::read_dir(dir)
             .unwrap()
             .flatten()
             .map(|entry| entry.file_name())
             .collect();
-        if devices.is_empty() && files.is_empty() {
+        if holders.is_empty() && files.is_empty() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("still held after 5s: loop devices {devices:?}, files {files:?}");
+    panic!("still held after 5s: {backing} by {holders:?}, files {files:?}");
 }
+
+/// Reads the sandbox's first line (`device: /dev/loopN`) and returns the device's backing file.
+async fn tmp_backing_file(sandbox: &mut SpawnedSandbox, scratch: &Path) -> String {
+    let mut stdout = tokio::io::BufReader::new(sandbox.take_stdout().unwrap());
+    let mut line = String::new();
+    tokio::io::AsyncBufReadExt::read_line(&mut stdout, &mut line)
+        .await
+        .unwrap();
+    let device = line
+        .trim()
+        .strip_prefix("device: ")
+        .unwrap_or_else(|| panic!("{line}"));
+    let backing = backing_file(device).unwrap_or_else(|| panic!("{device} has no backing file"));
+    assert!(
+        backing.starts_with(&*scratch.to_string_lossy()) && backing.ends_with("(deleted)"),
+        "{backing}"
+    );
+    backing
+}
+
+const PRINT_TMP_DEVICE: &str = "echo \"device: $(grep ' /tmp ' /proc/self/mountinfo | sed 's/.* - ext4 \\([^ ]*\\) .*/\\1/')\"\n";
 
 #[tokio::test]
 async fn private_root_clean_env_and_read_only_code() {
@@ -719,24 +739,18 @@ async fn tmp_image_and_loop_device_are_gone_after_exit() {
         return;
     }
     let scratch = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let code = code_dir("#!/bin/sh\necho data > /tmp/file\necho ready\nexec sleep 600\n");
+    let code = code_dir(&format!(
+        "#!/bin/sh\n{PRINT_TMP_DEVICE}echo data > /tmp/file\nexec sleep 600\n"
+    ));
     let mut spec = spec(code.path());
     spec.scratch_dir = Some(scratch.path().to_path_buf());
     let mut sandbox = wisp_sandbox::spawn(&spec, &launcher()).await.unwrap();
     assert_disk_backed(&sandbox);
-    let mut stdout = tokio::io::BufReader::new(sandbox.take_stdout().unwrap());
-    let mut line = String::new();
-    tokio::io::AsyncBufReadExt::read_line(&mut stdout, &mut line)
-        .await
-        .unwrap();
-    assert_eq!(line, "ready\n");
-    // While it runs: one loop device holds the image, whose name is already gone.
-    let devices = loop_devices_backed_by(scratch.path());
-    assert_eq!(devices.len(), 1, "{devices:?}");
-    assert!(devices[0].ends_with("(deleted)"), "{devices:?}");
+    // While it runs, a loop device holds the image, which has no name in the scratch directory.
+    let backing = tmp_backing_file(&mut sandbox, scratch.path()).await;
     sandbox.kill(Signal::SIGKILL).unwrap();
     assert_eq!(sandbox.wait().await.signal, Some(libc::SIGKILL));
-    assert_scratch_released(scratch.path()).await;
+    assert_scratch_released(&backing, scratch.path()).await;
 }
 
 #[tokio::test]
@@ -745,21 +759,15 @@ async fn tmp_loop_device_is_released_when_the_launcher_is_killed() {
         return;
     }
     let scratch = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let code = code_dir(
-        "#!/bin/sh\ndd if=/dev/zero of=/tmp/big bs=1M count=32 2>/dev/null\necho ready\nexec sleep 600\n",
-    );
+    let code = code_dir(&format!(
+        "#!/bin/sh\ndd if=/dev/zero of=/tmp/big bs=1M count=32 2>/dev/null\n{PRINT_TMP_DEVICE}exec sleep 600\n"
+    ));
     let mut spec = spec(code.path());
     spec.tmp_mb = 64;
     spec.scratch_dir = Some(scratch.path().to_path_buf());
     let mut sandbox = wisp_sandbox::spawn(&spec, &launcher()).await.unwrap();
     assert_disk_backed(&sandbox);
-    let mut stdout = tokio::io::BufReader::new(sandbox.take_stdout().unwrap());
-    let mut line = String::new();
-    tokio::io::AsyncBufReadExt::read_line(&mut stdout, &mut line)
-        .await
-        .unwrap();
-    assert_eq!(line, "ready\n");
-    assert_eq!(loop_devices_backed_by(scratch.path()).len(), 1);
+    let backing = tmp_backing_file(&mut sandbox, scratch.path()).await;
     let launcher_pid = sandbox.launcher_pid().unwrap();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(launcher_pid as i32),
@@ -770,7 +778,7 @@ async fn tmp_loop_device_is_released_when_the_launcher_is_killed() {
         .await
         .unwrap();
     assert_eq!(report.signal, Some(libc::SIGKILL));
-    assert_scratch_released(scratch.path()).await;
+    assert_scratch_released(&backing, scratch.path()).await;
 }
 
 #[tokio::test]
