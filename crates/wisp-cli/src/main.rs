@@ -71,6 +71,10 @@ enum Command {
         /// Processes and threads allowed per sandbox.
         #[arg(long, default_value_t = 1024)]
         pids_max: u32,
+        /// Threads serving the API and the Runtime API (default: a quarter of the CPUs, at least 1).
+        /// One thread avoids cross-thread wake-ups on the invoke path; more serve more clients.
+        #[arg(long)]
+        threads: Option<usize>,
     },
     /// Create or update a function from a directory or a zip.
     Deploy(deploy::DeployArgs),
@@ -167,10 +171,7 @@ fn main() {
         wisp_sandbox::launcher::main();
     }
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = build_runtime(&cli.command).expect("tokio runtime");
     let code = match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(error) => {
@@ -181,6 +182,28 @@ fn main() {
     std::process::exit(code);
 }
 
+/// Client commands get a small multi-threaded runtime. The server gets one thread per quarter of the
+/// CPUs: the functions need the cores more than the server does, and with one thread the invoke path
+/// never pays for waking another thread (measured in BENCHMARKS.md).
+fn build_runtime(command: &Command) -> std::io::Result<tokio::runtime::Runtime> {
+    let threads = match command {
+        Command::Serve { threads, .. } => threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, |cpus| (cpus.get() / 4).max(1))
+        }),
+        _ => 2,
+    };
+    if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<i32> {
     if let Command::Serve {
         listen,
@@ -189,6 +212,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         shutdown_grace,
         account_concurrency,
         pids_max,
+        threads: _,
     } = cli.command
     {
         tracing_subscriber_init();

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use rand::Rng as _;
 use wisp_api::{AccessKey, ApiState, Authenticator};
-use wisp_control::{ControlOptions, ControlPlane, RuntimeCatalog};
+use wisp_control::{ControlOptions, ControlPlane, RuntimeCatalog, RuntimeFamily};
 use wisp_engine::{Engine, EngineOptions};
 use wisp_sandbox::LauncherCommand;
 use wisp_store::{Blobs, EmbeddedOptions, EmbeddedStore, Kv, Log};
@@ -72,6 +72,17 @@ pub async fn run(configuration: Configuration) -> anyhow::Result<()> {
     }
 
     let runtimes = Arc::new(RuntimeCatalog::default());
+    // Find the interpreters now, off the async threads, so no request waits for the probe.
+    let probing = runtimes.clone();
+    tokio::task::spawn_blocking(move || {
+        for family in [RuntimeFamily::Python, RuntimeFamily::Node] {
+            match probing.interpreter(family) {
+                Some(found) => eprintln!("wisp: {family:?} runtimes use {} ({})", found.executable.display(), found.version),
+                None => eprintln!("wisp: no interpreter for {family:?} runtimes on this machine; those runtimes are refused"),
+            }
+        }
+    })
+    .await?;
     let control = Arc::new(ControlPlane::new(
         kv.clone(),
         blobs,
