@@ -412,11 +412,7 @@ async fn read_output(
             }
         } else {
             // Output outside an invocation (init, background threads) goes straight to the log.
-            sinks.log(
-                &account,
-                &function,
-                String::from_utf8_lossy(&buffer[..count]).into_owned(),
-            );
+            sinks.log(&account, &function, &buffer[..count]);
         }
     }
 }

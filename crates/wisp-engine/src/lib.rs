@@ -278,11 +278,8 @@ impl Engine {
         let log_tail = request
             .want_log_tail
             .then(|| log_text[log_text.len().saturating_sub(4096)..].to_vec());
-        self.sinks.log(
-            &record.account,
-            &record.function_name,
-            String::from_utf8_lossy(&log_text).into_owned(),
-        );
+        self.sinks
+            .log(&record.account, &record.function_name, log_text);
         self.sinks.record(record);
 
         if reusable && !instance.has_exited() {

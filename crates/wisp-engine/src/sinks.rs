@@ -24,7 +24,11 @@ pub fn logs_topic(account: &str, function: &str) -> String {
 
 enum Item {
     Record(InvocationRecord),
-    Log { topic: String, text: String },
+    /// Raw text as the function wrote it; readers decode it leniently.
+    Log {
+        topic: String,
+        text: Vec<u8>,
+    },
 }
 
 /// Cheap handle to push records and log text; cloning shares the writer.
@@ -44,7 +48,8 @@ impl Sinks {
         let _ = self.sender.send(Item::Record(record));
     }
 
-    pub fn log(&self, account: &str, function: &str, text: String) {
+    pub fn log(&self, account: &str, function: &str, text: impl Into<Vec<u8>>) {
+        let text = text.into();
         if !text.is_empty() {
             let _ = self.sender.send(Item::Log {
                 topic: logs_topic(account, function),
@@ -76,7 +81,7 @@ async fn write_batches(log: Arc<dyn Log>, mut receiver: mpsc::UnboundedReceiver<
                     records_topic(&record.account, &record.function_name),
                     serde_json::to_vec(&record).expect("records serialise"),
                 ),
-                Item::Log { topic, text } => (topic, text.into_bytes()),
+                Item::Log { topic, text } => (topic, text),
             };
             batches.entry(topic).or_default().push(payload);
         }
