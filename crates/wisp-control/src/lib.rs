@@ -462,19 +462,30 @@ impl ControlPlane {
     }
 
     /// Applies `change` to the function head with compare-and-set, retrying on concurrent writers.
-    async fn modify_function<T>(
+    /// Reads the record at `key`, applies `change`, and writes it back with compare-and-set, retrying
+    /// when another writer got there first. `missing` is the error when the key does not exist.
+    async fn modify_record<R, T>(
         &self,
-        account: &AccountId,
-        name: &str,
-        mut change: impl FnMut(&mut StoredFunction) -> Result<T, ApiError>,
-    ) -> Result<T, ApiError> {
-        let key = function_key(account, name);
+        key: &str,
+        (account, name): (&AccountId, &str),
+        missing: impl Fn() -> ApiError,
+        mut change: impl FnMut(&mut R) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError>
+    where
+        R: serde::Serialize + serde::de::DeserializeOwned,
+    {
         for _ in 0..16 {
-            let (mut function, revision) = self.load_function(account, name).await?;
-            let outcome = change(&mut function)?;
+            let entry = self
+                .kv
+                .get(key)
+                .await
+                .map_err(store_error)?
+                .ok_or_else(&missing)?;
+            let mut record: R = decode(key, &entry.value)?;
+            let outcome = change(&mut record)?;
             match self
                 .kv
-                .compare_and_set(&key, Some(revision), encode(&function), None)
+                .compare_and_set(key, Some(entry.revision), encode(&record), None)
                 .await
             {
                 Ok(_) => {
@@ -486,8 +497,26 @@ impl ControlPlane {
             }
         }
         Err(ApiError::conflict(format!(
-            "function {name} is being changed by other requests; retry"
+            "{key} is being changed by other requests; retry"
         )))
+    }
+
+    /// Applies `change` to the function head (see [`Self::modify_record`]).
+    async fn modify_function<T>(
+        &self,
+        account: &AccountId,
+        name: &str,
+        change: impl FnMut(&mut StoredFunction) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        validate_function_name(name)?;
+        let key = function_key(account, name);
+        self.modify_record(
+            &key,
+            (account, name),
+            || function_not_found(account, name),
+            change,
+        )
+        .await
     }
 
     pub async fn update_function_code(
@@ -892,60 +921,54 @@ impl ControlPlane {
         input: AliasInput,
     ) -> Result<AliasConfiguration, ApiError> {
         self.check_alias_target(account, name, &input).await?;
+        self.load_function(account, name).await?;
         let key = alias_key(account, name, alias);
-        for _ in 0..16 {
-            let entry = self.kv.get(&key).await.map_err(store_error)?;
-            let Some(entry) = entry else {
-                return self.get_alias(account, name, alias).await;
-            };
-            let mut config: AliasConfiguration = decode(&key, &entry.value)?;
-            if let Some(expected) = &input.revision_id
-                && *expected != config.revision_id
-            {
-                return Err(ApiError::new(
-                    ErrorCode::PreconditionFailed,
-                    format!(
-                        "RevisionId {expected} does not match the alias's current {}",
-                        config.revision_id
-                    ),
-                ));
-            }
-            if let Some(version) = &input.function_version {
-                config.function_version = version.clone();
-            }
-            if let Some(description) = &input.description {
-                config.description = description.clone();
-            }
-            if let Some(routing) = &input.routing {
-                config.routing_config =
-                    (!routing.additional_version_weights.is_empty()).then(|| routing.clone());
-            }
-            if let Some(routing) = &config.routing_config
-                && routing
-                    .additional_version_weights
-                    .contains_key(&config.function_version)
-            {
-                return Err(ApiError::invalid(
-                    "the alias's version cannot also be its additional version",
-                ));
-            }
-            config.revision_id = new_revision_id();
-            match self
-                .kv
-                .compare_and_set(&key, Some(entry.revision), encode(&config), None)
-                .await
-            {
-                Ok(_) => {
-                    self.forget(account, name);
-                    return Ok(config);
+        let missing = || {
+            ApiError::not_found(format!(
+                "Alias not found: {}",
+                qualified_arn(&self.options.region, account, name, alias)
+            ))
+        };
+        self.modify_record(
+            &key,
+            (account, name),
+            missing,
+            |config: &mut AliasConfiguration| {
+                if let Some(expected) = &input.revision_id
+                    && *expected != config.revision_id
+                {
+                    return Err(ApiError::new(
+                        ErrorCode::PreconditionFailed,
+                        format!(
+                            "RevisionId {expected} does not match the alias's current {}",
+                            config.revision_id
+                        ),
+                    ));
                 }
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(error) => return Err(store_error(error)),
-            }
-        }
-        Err(ApiError::conflict(format!(
-            "alias {alias} is being changed by other requests; retry"
-        )))
+                if let Some(version) = &input.function_version {
+                    config.function_version = version.clone();
+                }
+                if let Some(description) = &input.description {
+                    config.description = description.clone();
+                }
+                if let Some(routing) = &input.routing {
+                    config.routing_config =
+                        (!routing.additional_version_weights.is_empty()).then(|| routing.clone());
+                }
+                if let Some(routing) = &config.routing_config
+                    && routing
+                        .additional_version_weights
+                        .contains_key(&config.function_version)
+                {
+                    return Err(ApiError::invalid(
+                        "the alias's version cannot also be its additional version",
+                    ));
+                }
+                config.revision_id = new_revision_id();
+                Ok(config.clone())
+            },
+        )
+        .await
     }
 
     pub async fn delete_alias(
