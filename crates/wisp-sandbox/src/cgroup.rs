@@ -385,6 +385,40 @@ impl InstanceCgroup {
         }
     }
 
+    /// Replaces the limits of cgroups made by [`InstanceCgroup::create`]: plain writes, which do
+    /// not move any process (unlike joining a v1 cgroup, which waits for an RCU grace period).
+    /// `degraded` gets the sentences [`InstanceCgroup::create`] would have given that it lacks.
+    pub fn set_limits(
+        &self,
+        limits: Limits,
+        degraded: &mut Vec<String>,
+    ) -> Result<(), CgroupError> {
+        if let Some((version, dir)) = &self.memory {
+            let mut reasons = Vec::new();
+            let memsw = dir.join("memory.memsw.limit_in_bytes");
+            if *version == Version::V1 && memsw.exists() {
+                // v1 wants memory.limit_in_bytes <= memory.memsw.limit_in_bytes at every step:
+                // raise memsw first, or lower the limit first.
+                if write_file(&memsw, &limits.memory_bytes.to_string()).is_err() {
+                    write_file(
+                        &dir.join("memory.limit_in_bytes"),
+                        &limits.memory_bytes.to_string(),
+                    )?;
+                }
+            }
+            set_memory_limits(*version, dir, limits.memory_bytes, &mut reasons)?;
+            for reason in reasons {
+                if !degraded.contains(&reason) {
+                    degraded.push(reason);
+                }
+            }
+        }
+        if let Some((_, dir)) = &self.pids {
+            write_file(&dir.join("pids.max"), &limits.pids_max.to_string())?;
+        }
+        Ok(())
+    }
+
     /// The `cgroup.procs` files a process writes its pid to in order to join this cgroup.
     pub fn procs_files(&self) -> Vec<PathBuf> {
         let mut files: Vec<PathBuf> = Vec::new();

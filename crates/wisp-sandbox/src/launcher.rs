@@ -1,17 +1,25 @@
 //! The launcher: the small privileged path that turns a [`SandboxSpec`] into an isolated process.
 //!
 //! It runs as its own process (the hidden `wisp launch` subcommand or the `wisp-launcher` binary),
-//! started by [`crate::spawn`] with one end of a unix `SOCK_SEQPACKET` socket pair as fd 3. It
-//! receives a [`LaunchRequest`], enters fresh mount, pid, ipc, uts and network namespaces, brings
-//! up loopback, binds the Runtime API socket at [`crate::RUNTIME_API_ADDRESS`] inside that network
-//! namespace and forks. The child is pid 1 of the new pid namespace: it joins the instance's
-//! cgroups, builds a private root (only the listed paths of the host are visible; `/tmp` is the
-//! detached ext4 mount that came with the request, see `scratch.rs`, or a tmpfs), drops to an
-//! unprivileged user with no capabilities, and `exec`s the bootstrap; an exec failure comes back
-//! through a close-on-exec pipe. The parent stays as a reaper: it sends the listening socket (and
-//! a pidfd of the child) to the server, waits for the child and exits mirroring its status (same
-//! exit code, or death by the same signal); if the server's end of the socket closes, it kills the
-//! child first.
+//! started by the server with one end of a unix `SOCK_SEQPACKET` socket pair as fd 3, and works in
+//! two steps so that everything that does not depend on the function can happen before a function
+//! needs it (the server keeps a few launchers waiting after step 1, see `pool.rs`):
+//!
+//! 1. **Prepare** ([`PrepareRequest`]): it enters fresh mount, pid, ipc, uts and network
+//!    namespaces, brings up loopback, binds the Runtime API socket at [`crate::RUNTIME_API_ADDRESS`]
+//!    inside that network namespace and forks. The child is pid 1 of the new pid namespace: it joins
+//!    the cgroups the server created for it (the slow step on cgroup v1: an attach waits for an RCU
+//!    grace period) and then waits. The launcher answers [`LaunchReply::Prepared`].
+//! 2. **Launch** ([`LaunchRequest`]): the launcher passes the spec (and the `/tmp` mount that comes
+//!    with it) to the waiting child, which builds a private root (only the listed paths of the host
+//!    are visible; `/tmp` is the detached ext4 mount, see `scratch.rs`, or a tmpfs), drops to an
+//!    unprivileged user with no capabilities, and `exec`s the bootstrap; an exec failure comes back
+//!    through a close-on-exec pipe. The launcher sends the listening socket (and a pidfd of the
+//!    child) to the server as [`LaunchReply::Ready`].
+//!
+//! The launcher then stays as a reaper: it waits for the child and exits mirroring its status (same
+//! exit code, or death by the same signal); if the server's end of the socket closes (at any step),
+//! it kills the child first.
 //!
 //! This module must never start a thread (the namespace and fork steps assume a single-threaded
 //! process), never leave the host's root reachable from the child, and never exec the bootstrap
@@ -48,22 +56,31 @@ pub const LAUNCH_FAILED_EXIT: i32 = 125;
 /// Largest message on the launcher socket.
 pub(crate) const MAX_MESSAGE: usize = 1 << 20;
 
-/// What the server sends the launcher: one message, right after starting it.
+/// What the server sends the launcher first, right after starting it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct PrepareRequest {
+    /// `cgroup.procs` files the function's process joins before anything else.
+    pub cgroup_procs: Vec<PathBuf>,
+    pub network: crate::NetworkMode,
+}
+
+/// What the server sends the launcher second, when a function needs the sandbox.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct LaunchRequest {
     pub spec: SandboxSpec,
-    /// `cgroup.procs` files to join before anything else.
-    pub cgroup_procs: Vec<PathBuf>,
     /// A detached mount of the `/tmp` filesystem comes with the request (`SCM_RIGHTS`); this is
     /// its loop device. Without one, `/tmp` is a tmpfs.
     #[serde(default)]
     pub tmp_device: Option<String>,
 }
 
-/// What the launcher answers: one message. `Ready` carries the Runtime API listener and, when the
-/// kernel has pidfds, a pidfd of the function's process as `SCM_RIGHTS`, in that order.
+/// What the launcher answers, once per request. `Prepared` says the function's process (`pid`,
+/// in the server's pid namespace) is in its cgroups and waits for the spec. `Ready` carries the
+/// Runtime API listener and, when the kernel has pidfds, a pidfd of the function's process as
+/// `SCM_RIGHTS`, in that order.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum LaunchReply {
+    Prepared { pid: i32 },
     Ready { pid: i32, has_pidfd: bool },
     Failed(LaunchFailure),
 }
@@ -98,14 +115,21 @@ pub fn main() -> ! {
         eprintln!("wisp-launcher: fd {socket_fd} is not usable: {error}");
         std::process::exit(LAUNCH_FAILED_EXIT);
     }
-    let (request, image) = match receive_request(&socket) {
-        Ok(received) => received,
+    let prepare: PrepareRequest = match receive_message(&socket) {
+        Ok((Some(body), _)) => match serde_json::from_slice(&body) {
+            Ok(request) => request,
+            Err(error) => {
+                eprintln!("wisp-launcher: unreadable prepare request on fd {socket_fd}: {error}");
+                std::process::exit(LAUNCH_FAILED_EXIT);
+            }
+        },
+        Ok((None, _)) => std::process::exit(LAUNCH_FAILED_EXIT),
         Err(error) => {
-            eprintln!("wisp-launcher: no launch request on fd {socket_fd}: {error}");
+            eprintln!("wisp-launcher: no prepare request on fd {socket_fd}: {error}");
             std::process::exit(LAUNCH_FAILED_EXIT);
         }
     };
-    let failure = match launch(&socket, &request, image) {
+    let failure = match launch(&socket, &prepare) {
         Ok(never) => match never {},
         Err(failure) => failure,
     };
@@ -127,11 +151,11 @@ fn socket_fd_from_args(mut args: impl Iterator<Item = String>) -> RawFd {
     DEFAULT_SOCKET_FD
 }
 
-/// Reads the launch request and the `/tmp` mount that comes with it, if any.
-fn receive_request(socket: &OwnedFd) -> io::Result<(LaunchRequest, Option<OwnedFd>)> {
+/// Reads one message and the descriptors that came with it; `None` when the peer closed the socket.
+fn receive_message(socket: &OwnedFd) -> io::Result<(Option<Vec<u8>>, Vec<OwnedFd>)> {
     let mut buffer = vec![0u8; MAX_MESSAGE];
     let mut cmsg_space = nix::cmsg_space!([RawFd; 1]);
-    let (length, mut fds) = loop {
+    loop {
         let mut iov = [IoSliceMut::new(&mut buffer)];
         match recvmsg::<()>(
             socket.as_raw_fd(),
@@ -150,26 +174,17 @@ fn receive_request(socket: &OwnedFd) -> io::Result<(LaunchRequest, Option<OwnedF
                         }
                     }
                 }
-                break (message.bytes, fds);
+                let length = message.bytes;
+                if length == 0 {
+                    return Ok((None, fds));
+                }
+                buffer.truncate(length);
+                return Ok((Some(buffer), fds));
             }
             Err(nix::errno::Errno::EINTR) => continue,
             Err(errno) => return Err(errno.into()),
         }
-    };
-    if length == 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "socket closed",
-        ));
     }
-    let request: LaunchRequest =
-        serde_json::from_slice(&buffer[..length]).map_err(io::Error::other)?;
-    let mount = if request.tmp_device.is_some() {
-        fds.pop()
-    } else {
-        None
-    };
-    Ok((request, mount))
 }
 
 fn send_reply(socket: &OwnedFd, reply: &LaunchReply, fds: &[RawFd]) -> io::Result<()> {
@@ -211,13 +226,7 @@ pub(crate) fn receive_reply(socket: RawFd) -> io::Result<Option<(LaunchReply, Ve
 
 enum Never {}
 
-fn launch(
-    socket: &OwnedFd,
-    request: &LaunchRequest,
-    tmp_mount: Option<OwnedFd>,
-) -> Result<Never, LaunchFailure> {
-    let spec = &request.spec;
-    validate_spec(spec)?;
+fn launch(socket: &OwnedFd, prepare: &PrepareRequest) -> Result<Never, LaunchFailure> {
     if !nix::unistd::geteuid().is_root() {
         return Err(LaunchFailure::Setup(
             "the launcher must run as root (unprivileged launch through user namespaces is not supported yet); see wisp doctor".into(),
@@ -227,7 +236,7 @@ fn launch(
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWUTS;
-    match spec.network {
+    match prepare.network {
         crate::NetworkMode::Isolated => flags |= CloneFlags::CLONE_NEWNET,
     }
     unshare(flags)
@@ -243,27 +252,28 @@ fn launch(
         )
     })?;
 
-    let mut tmp = match (tmp_mount, &request.tmp_device) {
-        (Some(mount), Some(device)) => {
-            Some(crate::scratch::TmpMount::received(mount, device.clone()))
-        }
-        (None, Some(device)) => {
-            return Err(LaunchFailure::Setup(format!(
-                "the /tmp filesystem on {device} did not come with the launch request"
-            )));
-        }
-        _ => None,
-    };
-
     let (status_read, status_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|errno| setup_error("pipe2", errno))?;
+    // The launcher hands the spec (and the /tmp mount) to the waiting child over this pair; the
+    // child answers one byte once it is in its cgroups.
+    let (parent_end, child_end) = nix::sys::socket::socketpair(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::SeqPacket,
+        None,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|errno| setup_error("socketpair", errno))?;
     // SAFETY: this process is single-threaded (the launcher starts no threads), so the child may
     // keep running ordinary Rust code after fork.
     match unsafe { nix::unistd::fork() }.map_err(|errno| setup_error("fork", errno))? {
         ForkResult::Child => {
             drop(status_read);
             drop(listener);
-            let failure = match become_function(request, tmp.as_mut()) {
+            drop(parent_end);
+            // SAFETY: the server's socket belongs to the launcher; this process's copy of the
+            // descriptor is closed here and `socket` is never used again in this process.
+            unsafe { libc::close(socket.as_raw_fd()) };
+            let failure = match wait_and_become_function(&prepare.cgroup_procs, child_end) {
                 Ok(never) => match never {},
                 Err(failure) => failure,
             };
@@ -275,13 +285,85 @@ fn launch(
         }
         ForkResult::Parent { child } => {
             drop(status_write);
+            drop(child_end);
             let pidfd = pidfd_open(child);
+            let child_failed = |report: &[u8]| {
+                serde_json::from_slice(report).unwrap_or_else(|_| {
+                    LaunchFailure::Setup(String::from_utf8_lossy(report).into_owned())
+                })
+            };
+            // Step 1 ends when the child is in its cgroups (one byte), or failed (the pipe says why).
+            let mut joined = [0u8; 1];
+            let in_cgroups = matches!(nix::unistd::read(parent_end.as_fd(), &mut joined), Ok(1));
+            if !in_cgroups {
+                let mut report = Vec::new();
+                let _ = read_to_end(status_read.as_fd(), &mut report);
+                let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+                let _ = waitpid(child, None);
+                return Err(child_failed(&report));
+            }
+            let abandon = |failure: LaunchFailure| {
+                let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+                let _ = waitpid(child, None);
+                failure
+            };
+            if send_reply(
+                socket,
+                &LaunchReply::Prepared {
+                    pid: child.as_raw(),
+                },
+                &[],
+            )
+            .is_err()
+            {
+                let _ = abandon(LaunchFailure::Setup("server went away".into()));
+                std::process::exit(LAUNCH_FAILED_EXIT);
+            }
+
+            // Step 2: the spec. A closed socket means the server no longer wants this sandbox.
+            let (body, mut fds) = match receive_message(socket) {
+                Ok((Some(body), fds)) => (body, fds),
+                Ok((None, _)) => {
+                    let _ = abandon(LaunchFailure::Setup("server went away".into()));
+                    std::process::exit(LAUNCH_FAILED_EXIT);
+                }
+                Err(error) => {
+                    return Err(abandon(setup_error("reading the launch request", error)));
+                }
+            };
+            let request: LaunchRequest = serde_json::from_slice(&body)
+                .map_err(|error| abandon(setup_error("unreadable launch request", error)))?;
+            if let Err(failure) = validate_spec(&request.spec) {
+                return Err(abandon(failure));
+            }
+            let mount = if request.tmp_device.is_some() {
+                fds.pop()
+            } else {
+                None
+            };
+            let tmp = match (mount, &request.tmp_device) {
+                (Some(mount), Some(device)) => {
+                    Some(crate::scratch::TmpMount::received(mount, device.clone()))
+                }
+                (None, Some(device)) => {
+                    return Err(abandon(LaunchFailure::Setup(format!(
+                        "the /tmp filesystem on {device} did not come with the launch request"
+                    ))));
+                }
+                _ => None,
+            };
+            let rights: Vec<RawFd> = tmp.iter().filter_map(|tmp| tmp.mount_fd()).collect();
+            if let Err(error) = send_raw(&parent_end, &body, &rights) {
+                return Err(abandon(setup_error(
+                    "passing the spec to the sandbox",
+                    error,
+                )));
+            }
+            drop(parent_end);
             let mut report = Vec::new();
             let _ = read_to_end(status_read.as_fd(), &mut report);
             if !report.is_empty() {
-                let failure = serde_json::from_slice(&report).unwrap_or_else(|_| {
-                    LaunchFailure::Setup(String::from_utf8_lossy(&report).into_owned())
-                });
+                let failure = child_failed(&report);
                 let _ = waitpid(child, None);
                 return Err(failure);
             }
@@ -300,6 +382,56 @@ fn launch(
             reap(socket, child, pidfd, tmp)
         }
     }
+}
+
+/// The child's side: joins the cgroups, says so, waits for the spec, then becomes the function.
+fn wait_and_become_function(
+    cgroup_procs: &[PathBuf],
+    channel: OwnedFd,
+) -> Result<Never, LaunchFailure> {
+    // Only the function's side joins the cgroups: the reaper's few pages and its one process do
+    // not count against the function's limits, and an out-of-memory kill cannot take the reaper,
+    // which must survive to report how the function ended. "0" is the writing process itself
+    // (our own pid in this namespace is 1, which the kernel would read in our namespace too).
+    for procs in cgroup_procs {
+        fs::write(procs, "0").map_err(|error| {
+            setup_error(format_args!("joining cgroup {}", procs.display()), error)
+        })?;
+    }
+    // If the launcher dies before this is armed, the spec never comes: the read below ends.
+    set_parent_death_signal();
+    nix::unistd::write(&channel, b"j")
+        .map_err(|errno| setup_error("reporting the cgroup join", errno))?;
+    let (body, mut fds) = match receive_message(&channel) {
+        Ok((Some(body), fds)) => (body, fds),
+        // The launcher gave up on this sandbox (or died): nothing to report.
+        // SAFETY: _exit in a forked child.
+        Ok((None, _)) | Err(_) => unsafe { libc::_exit(127) },
+    };
+    drop(channel);
+    let request: LaunchRequest = serde_json::from_slice(&body)
+        .map_err(|error| setup_error("unreadable launch request", error))?;
+    let mut tmp = match (&request.tmp_device, fds.pop()) {
+        (Some(device), Some(mount)) => {
+            Some(crate::scratch::TmpMount::received(mount, device.clone()))
+        }
+        _ => None,
+    };
+    become_function(&request.spec, tmp.as_mut())
+}
+
+fn send_raw(socket: &OwnedFd, body: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    let iov = [IoSlice::new(body)];
+    let rights = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
+    sendmsg::<()>(
+        socket.as_raw_fd(),
+        &iov,
+        cmsgs,
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )?;
+    Ok(())
 }
 
 fn validate_spec(spec: &SandboxSpec) -> Result<(), LaunchFailure> {
@@ -517,19 +649,9 @@ struct MountAttr {
 }
 
 fn become_function(
-    request: &LaunchRequest,
+    spec: &SandboxSpec,
     tmp: Option<&mut crate::scratch::TmpMount>,
 ) -> Result<Never, LaunchFailure> {
-    let spec = &request.spec;
-    // Only the function's side joins the cgroups: the reaper's few pages and its one process do
-    // not count against the function's limits, and an out-of-memory kill cannot take the reaper,
-    // which must survive to report how the function ended. "0" is the writing process itself
-    // (our own pid in this namespace is 1, which the kernel would read in our namespace too).
-    for procs in &request.cgroup_procs {
-        fs::write(procs, "0").map_err(|error| {
-            setup_error(format_args!("joining cgroup {}", procs.display()), error)
-        })?;
-    }
     set_parent_death_signal();
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     build_root(spec, tmp)?;

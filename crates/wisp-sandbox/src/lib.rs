@@ -1,10 +1,12 @@
 //! Sandboxes: everything needed to run one function instance as an isolated process.
 //!
-//! The server calls [`spawn`] with a [`SandboxSpec`]; that starts the launcher (a small privileged
-//! path, entered through the hidden `wisp launch` subcommand or the `wisp-launcher` binary), which
-//! enters fresh namespaces, opens the sandbox's Runtime API socket inside the sandbox's own network
-//! namespace, hands that listening socket back to the server, and forks the function's process,
-//! which joins the instance's cgroups, builds a private root and `exec`s the bootstrap. `/tmp` is a
+//! The server calls [`SandboxPool::spawn`] (or [`spawn`]) with a [`SandboxSpec`]; that uses a
+//! launcher (a small privileged path, entered through the hidden `wisp launch` subcommand or the
+//! `wisp-launcher` binary), which enters fresh namespaces, opens the sandbox's Runtime API socket
+//! inside the sandbox's own network namespace and forks the function's process, which joins the
+//! instance's cgroups and waits; then, given the spec, it builds a private root and `exec`s the
+//! bootstrap, and the listening socket goes back to the server. The pool keeps a few launchers
+//! ready at the waiting point so that a cold start skips those steps (`pool.rs`). `/tmp` is a
 //! size-limited ext4 filesystem on a loop device (`scratch.rs`). Function code never runs in the
 //! server's process. [`archive`] unpacks function code safely and
 //! [`doctor`] says which isolation mechanisms this machine offers.
@@ -15,12 +17,14 @@ pub mod archive;
 pub mod cgroup;
 pub mod doctor;
 pub mod launcher;
+mod pool;
 mod scratch;
 mod spawn;
 
 use std::path::PathBuf;
 
 pub use nix::sys::signal::Signal;
+pub use pool::{PLACEHOLDER_LIMITS, REFILL_DELAY, SPARES, SandboxPool};
 pub use spawn::{ExitReport, KillHandle, LAUNCH_TIMEOUT, SpawnedSandbox, spawn};
 
 /// Address the Runtime API listens on inside every sandbox (`AWS_LAMBDA_RUNTIME_API`).

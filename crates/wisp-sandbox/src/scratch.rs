@@ -587,6 +587,11 @@ impl TmpMount {
         }
     }
 
+    /// The detached mount's descriptor, while it has not been moved (to pass it on).
+    pub(crate) fn mount_fd(&self) -> Option<RawFd> {
+        self.mount.as_ref().map(|mount| mount.as_raw_fd())
+    }
+
     /// Moves the detached mount to `target` (the child, while building its root).
     pub(crate) fn move_into(&mut self, target: &Path) -> io::Result<()> {
         let mount = self

@@ -24,7 +24,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::process::{Child, ChildStderr, ChildStdout, Command};
 
 use crate::cgroup::{InstanceCgroup, Layout, Limits};
-use crate::launcher::{LaunchReply, LaunchRequest};
+use crate::launcher::{LaunchReply, LaunchRequest, PrepareRequest};
 use crate::{LauncherCommand, SandboxError, SandboxSpec};
 
 /// How long the launcher may take to build the sandbox and reach `exec`.
@@ -302,7 +302,8 @@ fn remove_when_empty(cgroup: impl std::ops::Deref<Target = InstanceCgroup> + Sen
 
 /// Starts one sandbox: creates its cgroups, starts the launcher with `launcher`'s program and
 /// arguments followed by `--socket-fd 3`, and returns once the bootstrap has been `exec`ed (or
-/// reports why it could not be).
+/// reports why it could not be). Every step happens now; [`crate::SandboxPool::spawn`] does the
+/// same with a launcher that was prepared beforehand.
 ///
 /// # Cancel safety
 ///
@@ -312,61 +313,26 @@ pub async fn spawn(
     launcher: &LauncherCommand,
 ) -> Result<SpawnedSandbox, SandboxError> {
     validate(spec)?;
-    let limits = Limits {
+    let limits = limits_of(spec);
+    within_launch_timeout(async {
+        let prepared = prepare(launcher, &spec.instance_id, limits, false).await?;
+        prepared.launch(spec).await
+    })
+    .await
+}
+
+pub(crate) fn limits_of(spec: &SandboxSpec) -> Limits {
+    Limits {
         memory_bytes: u64::from(spec.memory_mb) << 20,
         pids_max: spec.pids_max,
-    };
-    let (cgroup, mut degraded) = InstanceCgroup::create(layout(), &spec.instance_id, limits)
-        .map_err(|error| SandboxError::Setup(error.to_string()))?;
-    if !degraded.is_empty() && !DEGRADATION_LOGGED.swap(true, Ordering::Relaxed) {
-        for reason in &degraded {
-            tracing::warn!("sandbox isolation degraded: {reason}");
-        }
     }
-    let cgroup = CgroupGuard(Some(cgroup));
-    let tmp = match &spec.scratch_dir {
-        Some(dir) => crate::scratch::prepare(dir, spec.tmp_mb).await,
-        None => Err("no scratch directory was given".to_string()),
-    };
-    let (tmp, tmp_device) = match tmp {
-        Ok(mounted) => {
-            let device = mounted.device.clone();
-            (Some(mounted.into_mount()), Some(device))
-        }
-        Err(reason) => {
-            let reason = format!(
-                "disk-backed /tmp unavailable ({reason}): /tmp is a tmpfs whose files count against the memory limit"
-            );
-            if !TMP_DEGRADATION_LOGGED.swap(true, Ordering::Relaxed) {
-                tracing::warn!("sandbox isolation degraded: {reason}");
-            }
-            degraded.push(reason);
-            (None, None)
-        }
-    };
-    let request = LaunchRequest {
-        spec: spec.clone(),
-        cgroup_procs: cgroup.get().procs_files(),
-        tmp_device,
-    };
-    match tokio::time::timeout(LAUNCH_TIMEOUT, start(spec, launcher, request, tmp)).await {
-        Ok(Ok(started)) => Ok(SpawnedSandbox {
-            instance_id: spec.instance_id.clone(),
-            launcher: started.launcher,
-            target: Arc::new(Target {
-                pid: started.pid,
-                pidfd: started.pidfd,
-                cgroup: cgroup.take(),
-                exited: AtomicBool::new(false),
-            }),
-            listener: Some(started.listener),
-            stdout: started.stdout,
-            stderr: started.stderr,
-            _control: started.control,
-            degraded,
-            report: None,
-        }),
-        Ok(Err(error)) => Err(error),
+}
+
+pub(crate) async fn within_launch_timeout<T>(
+    work: impl std::future::Future<Output = Result<T, SandboxError>>,
+) -> Result<T, SandboxError> {
+    match tokio::time::timeout(LAUNCH_TIMEOUT, work).await {
+        Ok(result) => result,
         Err(_) => Err(SandboxError::Launcher(format!(
             "launcher did not report within {}s",
             LAUNCH_TIMEOUT.as_secs()
@@ -374,7 +340,7 @@ pub async fn spawn(
     }
 }
 
-fn validate(spec: &SandboxSpec) -> Result<(), SandboxError> {
+pub(crate) fn validate(spec: &SandboxSpec) -> Result<(), SandboxError> {
     let id = &spec.instance_id;
     if id.is_empty()
         || id.len() > 200
@@ -396,6 +362,7 @@ fn validate(spec: &SandboxSpec) -> Result<(), SandboxError> {
 }
 
 /// Removes the cgroups unless ownership moved on to the [`SpawnedSandbox`].
+#[derive(Debug)]
 struct CgroupGuard(Option<InstanceCgroup>);
 
 impl CgroupGuard {
@@ -429,22 +396,35 @@ impl std::ops::Deref for TargetCgroup {
     }
 }
 
-struct Started {
+/// A launcher after its first step: namespaces entered, Runtime API socket bound, the function's
+/// process in its cgroups and waiting for a spec. Dropping it kills both and removes the cgroups.
+#[derive(Debug)]
+pub(crate) struct Prepared {
     launcher: Child,
+    control: AsyncFd<OwnedFd>,
+    /// Host pid of the waiting function process.
     pid: u32,
-    pidfd: Option<OwnedFd>,
-    listener: TcpListener,
-    stdout: Option<ChildStdout>,
-    stderr: Option<ChildStderr>,
-    control: OwnedFd,
+    cgroup: CgroupGuard,
+    degraded: Vec<String>,
 }
 
-async fn start(
-    spec: &SandboxSpec,
+/// Step 1: creates the cgroups `cgroup_name` with `limits`, starts the launcher (at the lowest CPU
+/// priority when `low_priority`, for spares made in the background) and waits until its function
+/// process is in them.
+pub(crate) async fn prepare(
     launcher: &LauncherCommand,
-    request: LaunchRequest,
-    tmp: Option<OwnedFd>,
-) -> Result<Started, SandboxError> {
+    cgroup_name: &str,
+    limits: Limits,
+    low_priority: bool,
+) -> Result<Prepared, SandboxError> {
+    let (cgroup, degraded) = InstanceCgroup::create(layout(), cgroup_name, limits)
+        .map_err(|error| SandboxError::Setup(error.to_string()))?;
+    if !degraded.is_empty() && !DEGRADATION_LOGGED.swap(true, Ordering::Relaxed) {
+        for reason in &degraded {
+            tracing::warn!("sandbox isolation degraded: {reason}");
+        }
+    }
+    let cgroup = CgroupGuard(Some(cgroup));
     let (server_end, launcher_end) = socketpair(
         AddressFamily::Unix,
         SockType::SeqPacket,
@@ -467,7 +447,7 @@ async fn start(
         .kill_on_drop(true);
     let launcher_fd = launcher_end.as_raw_fd();
     // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
-    // system calls (dup2, fcntl, setsid) on descriptors that exist in the child.
+    // system calls (dup2, fcntl, setsid, setpriority) on descriptors that exist in the child.
     unsafe {
         command.pre_exec(move || {
             let target = crate::launcher::DEFAULT_SOCKET_FD;
@@ -480,6 +460,9 @@ async fn start(
             }
             // Its own session: a terminal's ^C for the server does not reach the sandboxes.
             libc::setsid();
+            if low_priority {
+                libc::setpriority(libc::PRIO_PROCESS, 0, SPARE_NICE);
+            }
             Ok(())
         });
     }
@@ -490,26 +473,196 @@ async fn start(
         ))
     })?;
     drop(launcher_end);
-
-    let body = serde_json::to_vec(&request)
-        .map_err(|error| SandboxError::Launcher(format!("encoding launch request: {error}")))?;
-    if body.len() > crate::launcher::MAX_MESSAGE {
-        return Err(SandboxError::Setup(format!(
-            "sandbox spec of instance {} is too large ({} bytes)",
-            spec.instance_id,
-            body.len()
-        )));
-    }
     // SAFETY: `server_end` is an OwnedFd: its descriptor stays open and unchanged until
     // `into_inner` gives it back.
     let control = unsafe { AsyncFd::register(server_end) }.map_err(io::Error::from)?;
-    // The /tmp mount travels with the request; the launcher is its only holder afterwards.
-    let rights: Vec<RawFd> = tmp.iter().map(|fd| fd.as_raw_fd()).collect();
-    let sent = loop {
+    let request = PrepareRequest {
+        cgroup_procs: cgroup.get().procs_files(),
+        network: crate::NetworkMode::Isolated,
+    };
+    let body = serde_json::to_vec(&request)
+        .map_err(|error| SandboxError::Launcher(format!("encoding prepare request: {error}")))?;
+    let reply = match send(&control, &body, &[]).await {
+        Ok(()) => receive(&control).await?,
+        // The launcher died before reading its request; its exit status and stderr say why.
+        Err(error) if error.raw_os_error() == Some(libc::EPIPE) => Ok(None),
+        Err(error) => return Err(SandboxError::Io(error)),
+    };
+    match reply {
+        Ok(Some((LaunchReply::Prepared { pid }, _))) => Ok(Prepared {
+            launcher: child,
+            control,
+            pid: u32::try_from(pid).map_err(|_| {
+                SandboxError::Launcher(format!("launcher reported invalid pid {pid}"))
+            })?,
+            cgroup,
+            degraded,
+        }),
+        Ok(Some((LaunchReply::Failed(failure), _))) => {
+            let _ = child.wait().await;
+            Err(failure.into())
+        }
+        Ok(Some((LaunchReply::Ready { .. }, _))) => {
+            let _ = child.start_kill();
+            Err(SandboxError::Launcher(
+                "the launcher answered ready before it was given a spec".into(),
+            ))
+        }
+        Ok(None) => Err(launcher_died(&mut child).await),
+        Err(error) => {
+            let _ = child.start_kill();
+            Err(SandboxError::Launcher(format!(
+                "unreadable reply from the launcher: {error}"
+            )))
+        }
+    }
+}
+
+/// The `nice` value of spare launchers until they are used.
+const SPARE_NICE: libc::c_int = 19;
+
+impl Prepared {
+    /// Host pid of the launcher.
+    pub(crate) fn launcher_pid(&self) -> Option<u32> {
+        self.launcher.id()
+    }
+
+    /// Host pid of the waiting function process.
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Whether the launcher is still there (a spare may have been killed while it waited).
+    pub(crate) fn is_alive(&mut self) -> bool {
+        matches!(self.launcher.try_wait(), Ok(None))
+    }
+
+    /// Replaces the limits the cgroups were created with (plain writes: nothing moves).
+    pub(crate) fn set_limits(&mut self, limits: Limits) -> Result<(), SandboxError> {
+        self.cgroup
+            .get()
+            .set_limits(limits, &mut self.degraded)
+            .map_err(|error| SandboxError::Setup(error.to_string()))
+    }
+
+    /// Gives the launcher and its function process the ordinary CPU priority back.
+    pub(crate) fn normal_priority(&self) {
+        for pid in self.launcher.id().into_iter().chain([self.pid]) {
+            // SAFETY: setpriority with integer arguments only.
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, pid as libc::id_t, 0) };
+        }
+    }
+
+    /// Step 2: the `/tmp` mount and the spec go to the launcher; returns once the bootstrap has
+    /// been `exec`ed.
+    pub(crate) async fn launch(self, spec: &SandboxSpec) -> Result<SpawnedSandbox, SandboxError> {
+        let Prepared {
+            launcher: mut child,
+            control,
+            pid: _,
+            cgroup,
+            mut degraded,
+        } = self;
+        let tmp = match &spec.scratch_dir {
+            Some(dir) => crate::scratch::prepare(dir, spec.tmp_mb).await,
+            None => Err("no scratch directory was given".to_string()),
+        };
+        let (tmp, tmp_device) = match tmp {
+            Ok(mounted) => {
+                let device = mounted.device.clone();
+                (Some(mounted.into_mount()), Some(device))
+            }
+            Err(reason) => {
+                let reason = format!(
+                    "disk-backed /tmp unavailable ({reason}): /tmp is a tmpfs whose files count against the memory limit"
+                );
+                if !TMP_DEGRADATION_LOGGED.swap(true, Ordering::Relaxed) {
+                    tracing::warn!("sandbox isolation degraded: {reason}");
+                }
+                degraded.push(reason);
+                (None, None)
+            }
+        };
+        let request = LaunchRequest {
+            spec: spec.clone(),
+            tmp_device,
+        };
+        let body = serde_json::to_vec(&request)
+            .map_err(|error| SandboxError::Launcher(format!("encoding launch request: {error}")))?;
+        if body.len() > crate::launcher::MAX_MESSAGE {
+            return Err(SandboxError::Setup(format!(
+                "sandbox spec of instance {} is too large ({} bytes)",
+                spec.instance_id,
+                body.len()
+            )));
+        }
+        // The /tmp mount travels with the request; the launcher is its only holder afterwards.
+        let rights: Vec<RawFd> = tmp.iter().map(|fd| fd.as_raw_fd()).collect();
+        let sent = send(&control, &body, &rights).await;
+        drop(tmp);
+        let reply = match sent {
+            Ok(()) => receive(&control).await?,
+            Err(error) if error.raw_os_error() == Some(libc::EPIPE) => Ok(None),
+            Err(error) => return Err(SandboxError::Io(error)),
+        };
+        let control = control.into_inner();
+        match reply {
+            Ok(Some((LaunchReply::Ready { pid, has_pidfd }, fds))) => {
+                let mut fds = fds.into_iter();
+                let listener_fd = fds
+                    .next()
+                    .ok_or_else(|| SandboxError::Launcher("launcher sent no listener".into()))?;
+                let pidfd = if has_pidfd { fds.next() } else { None };
+                let listener = TcpListener::from(listener_fd);
+                listener.set_nonblocking(true)?;
+                let pid = u32::try_from(pid).map_err(|_| {
+                    SandboxError::Launcher(format!("launcher reported invalid pid {pid}"))
+                })?;
+                Ok(SpawnedSandbox {
+                    instance_id: spec.instance_id.clone(),
+                    stdout: child.stdout.take(),
+                    stderr: child.stderr.take(),
+                    launcher: child,
+                    target: Arc::new(Target {
+                        pid,
+                        pidfd,
+                        cgroup: cgroup.take(),
+                        exited: AtomicBool::new(false),
+                    }),
+                    listener: Some(listener),
+                    _control: control,
+                    degraded,
+                    report: None,
+                })
+            }
+            Ok(Some((LaunchReply::Failed(failure), _))) => {
+                let _ = child.wait().await;
+                Err(failure.into())
+            }
+            Ok(Some((LaunchReply::Prepared { .. }, _))) => {
+                let _ = child.start_kill();
+                Err(SandboxError::Launcher(
+                    "the launcher answered prepared twice".into(),
+                ))
+            }
+            Ok(None) => Err(launcher_died(&mut child).await),
+            Err(error) => {
+                let _ = child.start_kill();
+                Err(SandboxError::Launcher(format!(
+                    "unreadable reply from the launcher: {error}"
+                )))
+            }
+        }
+    }
+}
+
+/// Sends one message (with descriptors) on the launcher socket.
+async fn send(control: &AsyncFd<OwnedFd>, body: &[u8], rights: &[RawFd]) -> io::Result<()> {
+    loop {
         let mut guard = control.writable().await?;
         match guard.try_io(|fd| {
-            let iov = [IoSlice::new(&body)];
-            let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&rights)];
+            let iov = [IoSlice::new(body)];
+            let cmsg = [nix::sys::socket::ControlMessage::ScmRights(rights)];
             let cmsgs: &[nix::sys::socket::ControlMessage] =
                 if rights.is_empty() { &[] } else { &cmsg };
             nix::sys::socket::sendmsg::<()>(
@@ -519,57 +672,24 @@ async fn start(
                 MsgFlags::MSG_NOSIGNAL,
                 None,
             )
+            .map(|_| ())
             .map_err(io::Error::from)
         }) {
-            Ok(result) => break result,
+            Ok(result) => return result,
             Err(_would_block) => continue,
         }
-    };
-    drop(tmp);
-    let reply = match sent {
-        Ok(_) => loop {
-            let mut guard = control.readable().await?;
-            match guard.try_io(|fd| crate::launcher::receive_reply(fd.get_ref().as_raw_fd())) {
-                Ok(result) => break result,
-                Err(_would_block) => continue,
-            }
-        },
-        // The launcher died before reading its request; its exit status and stderr say why.
-        Err(error) if error.raw_os_error() == Some(libc::EPIPE) => Ok(None),
-        Err(error) => return Err(SandboxError::Io(error)),
-    };
-    let control = control.into_inner();
-    match reply {
-        Ok(Some((LaunchReply::Ready { pid, has_pidfd }, fds))) => {
-            let mut fds = fds.into_iter();
-            let listener_fd = fds
-                .next()
-                .ok_or_else(|| SandboxError::Launcher("launcher sent no listener".into()))?;
-            let pidfd = if has_pidfd { fds.next() } else { None };
-            let listener = TcpListener::from(listener_fd);
-            listener.set_nonblocking(true)?;
-            Ok(Started {
-                pid: u32::try_from(pid).map_err(|_| {
-                    SandboxError::Launcher(format!("launcher reported invalid pid {pid}"))
-                })?,
-                pidfd,
-                listener,
-                stdout: child.stdout.take(),
-                stderr: child.stderr.take(),
-                launcher: child,
-                control,
-            })
-        }
-        Ok(Some((LaunchReply::Failed(failure), _))) => {
-            let _ = child.wait().await;
-            Err(failure.into())
-        }
-        Ok(None) => Err(launcher_died(&mut child).await),
-        Err(error) => {
-            let _ = child.start_kill();
-            Err(SandboxError::Launcher(format!(
-                "unreadable reply from the launcher: {error}"
-            )))
+    }
+}
+
+/// Receives one reply; the outer error is the socket's, the inner one an unreadable reply.
+async fn receive(
+    control: &AsyncFd<OwnedFd>,
+) -> Result<io::Result<Option<(LaunchReply, Vec<OwnedFd>)>>, SandboxError> {
+    loop {
+        let mut guard = control.readable().await?;
+        match guard.try_io(|fd| crate::launcher::receive_reply(fd.get_ref().as_raw_fd())) {
+            Ok(result) => return Ok(result),
+            Err(_would_block) => continue,
         }
     }
 }
