@@ -83,11 +83,11 @@ pub struct InstanceSpec {
 impl Instance {
     pub async fn start(
         spec: InstanceSpec,
-        launcher: &wisp_sandbox::LauncherCommand,
+        sandboxes: &wisp_sandbox::SandboxPool,
         sinks: Sinks,
     ) -> Result<Arc<Instance>, wisp_sandbox::SandboxError> {
         let spawned_at = Instant::now();
-        let mut sandbox: SpawnedSandbox = wisp_sandbox::spawn(&spec.sandbox, launcher).await?;
+        let mut sandbox: SpawnedSandbox = sandboxes.spawn(&spec.sandbox).await?;
         let (channel, endpoint) = wisp_runtime_api::channel();
         let listener = sandbox.take_listener().ok_or_else(|| {
             wisp_sandbox::SandboxError::Launcher("the sandbox gave no runtime api listener".into())

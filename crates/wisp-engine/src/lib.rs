@@ -112,6 +112,8 @@ pub struct Engine {
     options: EngineOptions,
     sinks: Sinks,
     pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
+    /// Launchers prepared ahead of cold starts.
+    sandboxes: wisp_sandbox::SandboxPool,
     concurrency: Concurrency,
     python_runtime_dir: PathBuf,
     node_runtime_dir: PathBuf,
@@ -128,6 +130,10 @@ impl Engine {
         let engine = Arc::new(Engine {
             sinks: Sinks::start(log),
             control: control.clone(),
+            sandboxes: wisp_sandbox::SandboxPool::new(
+                options.launcher.clone(),
+                wisp_sandbox::SPARES,
+            ),
             options,
             pools: Mutex::new(HashMap::new()),
             concurrency: Concurrency::default(),
@@ -521,7 +527,7 @@ impl Engine {
                 spec.sandbox.instance_id
             ),
         );
-        Instance::start(spec, &self.options.launcher, self.sinks.clone())
+        Instance::start(spec, &self.sandboxes, self.sinks.clone())
             .await
             .map_err(|error| {
                 ApiError::internal(format!(
