@@ -29,7 +29,9 @@
 //!    reference to the image, whose blocks the host filesystem then reclaims.
 //! 3. Steps 1 and 2 (~5 ms, a process spawn and a mount) are kept off the spawn path by a small
 //!    pool of ready mounts per (directory, size), refilled by a background thread; only the first
-//!    spawn of a size (or a burst larger than the pool) prepares one inline. Each pooled mount holds
+//!    spawn of a size (or a burst larger than the pool) prepares one inline. The refill starts
+//!    [`REFILL_DELAY`] after an image is taken and `mkfs.ext4` runs at `SCHED_IDLE`, so that it
+//!    does not take the CPU from the cold start that took the image. Each pooled mount holds
 //!    a loop device while it waits (at most [`SPARES`] × [`MAX_SIZES`]).
 //! 4. The mount's descriptor goes to the launcher with the launch request (`SCM_RIGHTS`), and the
 //!    launcher's child moves it to `/tmp` of the new root ([`TmpMount::move_into`]). It then lives
@@ -53,6 +55,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,6 +65,8 @@ use std::sync::{Mutex, OnceLock, mpsc};
 const SPARES: usize = 2;
 /// Sizes the pool keeps spares for; the least recently used size is dropped beyond this.
 const MAX_SIZES: usize = 8;
+/// Time between taking an image and starting to format its replacement.
+const REFILL_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
 /// Prefix of image files while they are being formatted.
 const IMAGE_PREFIX: &str = "wisp-tmp-";
 
@@ -168,7 +173,8 @@ fn format(dir: &Path, size_mb: u32) -> Result<File, String> {
     };
     file.set_len(image_bytes(size_mb))
         .map_err(|error| format!("sizing /tmp image {}: {error}", path.display()))?;
-    let output = Command::new(mkfs)
+    let mut command = Command::new(mkfs);
+    command
         .args([
             "-q",
             "-F",
@@ -190,7 +196,19 @@ fn format(dir: &Path, size_mb: u32) -> Result<File, String> {
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: the closure runs in the forked child before exec and only calls sched_setscheduler,
+    // which is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            // Formatting is background work: it only gets CPU time nothing else wants. Where
+            // SCHED_IDLE is refused it runs at the ordinary priority.
+            let param = libc::sched_param { sched_priority: 0 };
+            libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
+            Ok(())
+        });
+    }
+    let output = command
         .output()
         .map_err(|error| format!("running {}: {error}", mkfs.display()))?;
     if !output.status.success() {
@@ -401,8 +419,10 @@ impl Pool {
         }
     }
 
-    /// Formats images for `key` until it has its spares (runs on the refill thread).
+    /// Formats images for `key` until it has its spares (runs on the refill thread), starting
+    /// [`REFILL_DELAY`] after being asked so as not to compete with the cold start that took one.
     fn refill(&self, key: &Key) {
+        std::thread::sleep(REFILL_DELAY);
         loop {
             let missing = match self.lock().sizes.get(key) {
                 Some(spares) => spares.ready.len() < SPARES,
