@@ -109,7 +109,6 @@ async fn authenticate(
     request: Request,
     next: Next,
 ) -> Response {
-    let request_id = uuid::Uuid::new_v4().to_string();
     let (mut parts, body) = request.into_parts();
     let body = match http_body_util::Limited::new(body, MAX_REQUEST_BYTES)
         .collect()
@@ -123,7 +122,6 @@ async fn authenticate(
                     format!("Request must be smaller than {MAX_REQUEST_BYTES} bytes"),
                 ))
                 .into_response(),
-                &request_id,
             );
         }
     };
@@ -137,21 +135,17 @@ async fn authenticate(
     let response = match state.auth.authenticate(&signed).await {
         Ok(account) => {
             parts.extensions.insert(Caller(account));
-            parts.extensions.insert(RequestId(request_id.clone()));
             next.run(Request::from_parts(parts, Body::from(body))).await
         }
         Err(error) => Failure(error).into_response(),
     };
-    with_request_id(response, &request_id)
+    with_request_id(response)
 }
 
-/// The id of the API request (for invocations the engine's request id is used instead).
-#[derive(Clone)]
-pub struct RequestId(pub String);
-
-fn with_request_id(mut response: Response, request_id: &str) -> Response {
+/// Adds `x-amzn-RequestId` to answers that have none (invocations carry the engine's request id).
+fn with_request_id(mut response: Response) -> Response {
     if !response.headers().contains_key("x-amzn-requestid")
-        && let Ok(value) = HeaderValue::from_str(request_id)
+        && let Ok(value) = HeaderValue::from_str(&wisp_engine::random_uuid().to_string())
     {
         response.headers_mut().insert("x-amzn-requestid", value);
     }

@@ -174,26 +174,36 @@ impl Instance {
         let mut state = self.state.clone();
         let mut exited = self.exited.clone();
 
-        // Wait for the runtime to ask for work (cold start), with the init limit.
-        let ready = tokio::time::timeout(INIT_TIMEOUT, async {
-            loop {
-                if exited.borrow().is_some() {
-                    return Err(None);
-                }
-                match &*state.borrow_and_update() {
-                    RuntimeState::Ready(at) => return Ok(*at),
-                    RuntimeState::InitFailed { error_type, body } => {
-                        return Err(Some((error_type.clone(), body.clone())));
+        // Wait for the runtime to ask for work (cold start), with the init limit. A warm instance is
+        // ready already: answer without arming a timer.
+        let already_ready = match &*self.state.borrow() {
+            RuntimeState::Ready(at) if self.exited.borrow().is_none() => Some(Ok(Ok(*at))),
+            _ => None,
+        };
+        let ready = match already_ready {
+            Some(ready) => ready,
+            None => {
+                tokio::time::timeout(INIT_TIMEOUT, async {
+                    loop {
+                        if exited.borrow().is_some() {
+                            return Err(None);
+                        }
+                        match &*state.borrow_and_update() {
+                            RuntimeState::Ready(at) => return Ok(*at),
+                            RuntimeState::InitFailed { error_type, body } => {
+                                return Err(Some((error_type.clone(), body.clone())));
+                            }
+                            RuntimeState::Initializing => {}
+                        }
+                        tokio::select! {
+                            _ = state.changed() => {}
+                            _ = exited.changed() => {}
+                        }
                     }
-                    RuntimeState::Initializing => {}
-                }
-                tokio::select! {
-                    _ = state.changed() => {}
-                    _ = exited.changed() => {}
-                }
+                })
+                .await
             }
-        })
-        .await;
+        };
         let started = Instant::now();
         match ready {
             Ok(Ok(ready_at)) => {
@@ -338,6 +348,10 @@ impl Instance {
         loop {
             let pending = pipe_pending(self.stdout_fd) + pipe_pending(self.stderr_fd);
             if pending == 0 {
+                // Nothing unread in the pipes and no reader busy with a chunk: all output is captured.
+                if self.reading.try_lock().is_ok() {
+                    return;
+                }
                 drop(self.reading.lock().await);
                 if pipe_pending(self.stdout_fd) + pipe_pending(self.stderr_fd) == 0 {
                     return;

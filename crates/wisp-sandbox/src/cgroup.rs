@@ -301,6 +301,9 @@ fn join_cgroup_path(mount_point: &Path, root: &str, own: &str) -> Option<PathBuf
 pub struct InstanceCgroup {
     memory: Option<(Version, PathBuf)>,
     pids: Option<(Version, PathBuf)>,
+    /// The memory peak file, opened on first read and kept: the engine reads it after every
+    /// invocation, and one `pread` is much cheaper than open, read and close each time.
+    peak_file: std::sync::OnceLock<Option<fs::File>>,
 }
 
 impl InstanceCgroup {
@@ -331,6 +334,7 @@ impl InstanceCgroup {
         let mut cgroup = InstanceCgroup {
             memory: None,
             pids: None,
+            peak_file: std::sync::OnceLock::new(),
         };
         let mut dirs_created: Vec<PathBuf> = Vec::new();
         let result = (|| {
@@ -444,11 +448,22 @@ impl InstanceCgroup {
     /// Peak memory use in bytes (v1 `memory.max_usage_in_bytes`, v2 `memory.peak`).
     pub fn memory_peak_bytes(&self) -> Option<u64> {
         let (version, dir) = self.memory.as_ref()?;
-        let file = match version {
+        let name = match version {
             Version::V1 => "memory.max_usage_in_bytes",
             Version::V2 => "memory.peak",
         };
-        read_u64(&dir.join(file))
+        let file = self
+            .peak_file
+            .get_or_init(|| fs::File::open(dir.join(name)).ok())
+            .as_ref()?;
+        let mut buffer = [0u8; 32];
+        // cgroup files produce their whole value on every read from offset 0.
+        let length = std::os::unix::fs::FileExt::read_at(file, &mut buffer, 0).ok()?;
+        std::str::from_utf8(&buffer[..length])
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     /// How many times the OOM killer killed a process of this cgroup.
