@@ -345,8 +345,8 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                         "{:<32} {:<16} {:>7} {:>8}  {}",
                         function["FunctionName"].as_str().unwrap_or("?"),
                         function["Runtime"].as_str().unwrap_or("?"),
-                        function["MemorySize"],
-                        function["Timeout"],
+                        function["MemorySize"].as_u64().unwrap_or(0),
+                        function["Timeout"].as_u64().unwrap_or(0),
                         function["LastModified"].as_str().unwrap_or("?")
                     );
                 }
@@ -439,9 +439,13 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                         record["version"].as_str().unwrap_or("?"),
                         record["status"].as_str().unwrap_or("?"),
                         record["duration_us"].as_f64().unwrap_or(0.0) / 1000.0,
-                        record["billed_duration_ms"],
-                        record["max_memory_used_mb"],
-                        record["cold_start"],
+                        record["billed_duration_ms"].as_u64().unwrap_or(0),
+                        record["max_memory_used_mb"].as_u64().unwrap_or(0),
+                        if record["cold_start"].as_bool().unwrap_or(false) {
+                            "yes"
+                        } else {
+                            "no"
+                        },
                         record["error_type"].as_str().unwrap_or("")
                     );
                 }
