@@ -1,0 +1,321 @@
+//! The control plane against the real embedded store: Lambda's rules for functions, versions and
+//! aliases, and the resolution the invoke path relies on.
+
+use std::io::Write as _;
+use std::sync::Arc;
+
+use wisp_control::{
+    AliasInput, ControlOptions, ControlPlane, CreateFunction, RuntimeCatalog, UpdateConfiguration,
+};
+use wisp_store::{EmbeddedOptions, EmbeddedStore};
+use wisp_types::*;
+
+fn zip_of(files: &[(&str, &[u8], u32)]) -> Vec<u8> {
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, bytes, mode) in files {
+        let options = zip::write::SimpleFileOptions::default().unix_permissions(*mode);
+        writer.start_file(*name, options).unwrap();
+        writer.write_all(bytes).unwrap();
+    }
+    writer.finish().unwrap().into_inner()
+}
+
+async fn control_plane(dir: &std::path::Path) -> ControlPlane {
+    let store = EmbeddedStore::open(EmbeddedOptions::new(dir.join("store")))
+        .await
+        .unwrap();
+    ControlPlane::new(
+        store.clone(),
+        store,
+        Arc::new(RuntimeCatalog::default()),
+        ControlOptions::default(),
+    )
+}
+
+fn account() -> AccountId {
+    AccountId("123456789012".into())
+}
+
+fn provided(name: &str, body: &[u8]) -> CreateFunction {
+    CreateFunction {
+        name: name.into(),
+        runtime: "provided.al2023".into(),
+        zip: zip_of(&[("bootstrap", body, 0o755)]),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn published_versions_are_immutable_and_numbers_are_never_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = control_plane(dir.path()).await;
+    control
+        .create_function(&account(), provided("f", b"#!/bin/sh\n"))
+        .await
+        .unwrap();
+
+    let first = control
+        .publish_version(&account(), "f", None, None)
+        .await
+        .unwrap();
+    assert_eq!(first.version, "1");
+    // Nothing changed since version 1: publishing again returns it, as Lambda does.
+    let again = control
+        .publish_version(&account(), "f", None, None)
+        .await
+        .unwrap();
+    assert_eq!(again.version, "1");
+
+    control
+        .update_function_code(
+            &account(),
+            "f",
+            zip_of(&[("bootstrap", b"#!/bin/sh\necho 2\n", 0o755)]),
+            false,
+            None,
+        )
+        .await
+        .unwrap();
+    let second = control
+        .publish_version(&account(), "f", None, None)
+        .await
+        .unwrap();
+    assert_eq!(second.version, "2");
+    assert_ne!(first.code_sha256, second.code_sha256);
+
+    // Version 1 still has its own code and configuration.
+    let (version_one, _) = control
+        .get_function(&account(), "f", Some(&Qualifier::Version(1)))
+        .await
+        .unwrap();
+    assert_eq!(version_one.config.code_sha256, first.code_sha256);
+
+    control
+        .delete_function(&account(), "f", Some(&Qualifier::Version(2)))
+        .await
+        .unwrap();
+    control
+        .update_function_configuration(
+            &account(),
+            "f",
+            UpdateConfiguration {
+                timeout: Some(9),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let third = control
+        .publish_version(&account(), "f", None, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        third.version, "3",
+        "a deleted version's number is not given out again"
+    );
+}
+
+#[tokio::test]
+async fn weighted_alias_resolves_to_both_versions_and_follows_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = control_plane(dir.path()).await;
+    control
+        .create_function(&account(), provided("g", b"one"))
+        .await
+        .unwrap();
+    control
+        .publish_version(&account(), "g", None, None)
+        .await
+        .unwrap();
+    control
+        .update_function_code(
+            &account(),
+            "g",
+            zip_of(&[("bootstrap", b"two", 0o755)]),
+            true,
+            None,
+        )
+        .await
+        .unwrap();
+
+    let routing = AliasRoutingConfiguration {
+        additional_version_weights: [("2".to_string(), 0.25)].into(),
+    };
+    control
+        .create_alias(
+            &account(),
+            "g",
+            "live",
+            AliasInput {
+                function_version: Some("1".into()),
+                routing: Some(routing),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let reference = FunctionRef::parse("g:live").unwrap();
+    let resolved = control.resolve(&account(), &reference, None).await.unwrap();
+    assert_eq!(resolved.pick(0.1).config.version, "2");
+    assert_eq!(resolved.pick(0.5).config.version, "1");
+    assert!(resolved.invoked_arn.ends_with(":function:g:live"));
+
+    // Moving the alias is seen by the next resolution (the cache is dropped on change).
+    control
+        .update_alias(
+            &account(),
+            "g",
+            "live",
+            AliasInput {
+                function_version: Some("2".into()),
+                routing: Some(AliasRoutingConfiguration::default()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let resolved = control.resolve(&account(), &reference, None).await.unwrap();
+    assert_eq!(resolved.pick(0.1).config.version, "2");
+    assert!(resolved.additional.is_none());
+}
+
+#[tokio::test]
+async fn lambda_rules_are_enforced_with_lambda_error_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = control_plane(dir.path()).await;
+    control
+        .create_function(&account(), provided("h", b"x"))
+        .await
+        .unwrap();
+    let cases: Vec<(&str, ErrorCode, Result<FunctionConfiguration, ApiError>)> = vec![
+        (
+            "duplicate",
+            ErrorCode::ResourceConflict,
+            control
+                .create_function(&account(), provided("h", b"x"))
+                .await,
+        ),
+        (
+            "bad name",
+            ErrorCode::InvalidParameterValue,
+            control
+                .create_function(&account(), provided("a b", b"x"))
+                .await,
+        ),
+        (
+            "not executable",
+            ErrorCode::InvalidParameterValue,
+            control
+                .create_function(
+                    &account(),
+                    CreateFunction {
+                        zip: zip_of(&[("bootstrap", b"x", 0o644)]),
+                        ..provided("n", b"x")
+                    },
+                )
+                .await,
+        ),
+        (
+            "unknown runtime",
+            ErrorCode::InvalidParameterValue,
+            control
+                .create_function(
+                    &account(),
+                    CreateFunction {
+                        runtime: "cobol85".into(),
+                        ..provided("r", b"x")
+                    },
+                )
+                .await,
+        ),
+        (
+            "memory",
+            ErrorCode::InvalidParameterValue,
+            control
+                .update_function_configuration(
+                    &account(),
+                    "h",
+                    UpdateConfiguration {
+                        memory_size: Some(64),
+                        ..Default::default()
+                    },
+                )
+                .await,
+        ),
+        (
+            "stale revision",
+            ErrorCode::PreconditionFailed,
+            control
+                .update_function_configuration(
+                    &account(),
+                    "h",
+                    UpdateConfiguration {
+                        revision_id: Some("stale".into()),
+                        ..Default::default()
+                    },
+                )
+                .await,
+        ),
+        (
+            "missing function",
+            ErrorCode::ResourceNotFound,
+            control
+                .publish_version(&account(), "nope", None, None)
+                .await,
+        ),
+    ];
+    for (what, code, result) in cases {
+        match result {
+            Err(error) => assert_eq!(error.code, code, "{what}: {error}"),
+            Ok(_) => panic!("{what}: accepted"),
+        }
+    }
+    // An alias pins its version: the version cannot be deleted under it.
+    control
+        .publish_version(&account(), "h", None, None)
+        .await
+        .unwrap();
+    control
+        .create_alias(
+            &account(),
+            "h",
+            "prod",
+            AliasInput {
+                function_version: Some("1".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let error = control
+        .delete_function(&account(), "h", Some(&Qualifier::Version(1)))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code, ErrorCode::ResourceConflict);
+}
+
+#[tokio::test]
+async fn functions_survive_reopening_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let control = control_plane(dir.path()).await;
+        control
+            .create_function(&account(), provided("kept", b"x"))
+            .await
+            .unwrap();
+        control
+            .publish_version(&account(), "kept", None, None)
+            .await
+            .unwrap();
+    }
+    let control = control_plane(dir.path()).await;
+    let (versions, _) = control
+        .list_versions(&account(), "kept", None, 50)
+        .await
+        .unwrap();
+    let numbers: Vec<_> = versions
+        .iter()
+        .map(|config| config.version.as_str())
+        .collect();
+    assert_eq!(numbers, ["$LATEST", "1"]);
+}
