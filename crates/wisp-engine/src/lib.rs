@@ -698,3 +698,62 @@ fn trace_id() -> String {
 fn invoke_future_is_send(engine: &Engine, request: InvokeRequest) -> impl Send + '_ {
     engine.invoke(request)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_stop_at_the_limit_and_come_back_when_released() {
+        let counter = AtomicU32::new(0);
+        assert!(take_slot(&counter, 2));
+        assert!(take_slot(&counter, 2));
+        assert!(
+            !take_slot(&counter, 2),
+            "a third execution is over the limit of 2"
+        );
+        counter.fetch_sub(1, Ordering::AcqRel);
+        assert!(take_slot(&counter, 2));
+        assert!(
+            !take_slot(&AtomicU32::new(0), 0),
+            "reserved concurrency 0 throttles every invoke"
+        );
+    }
+
+    #[test]
+    fn tmp_grows_with_memory_unless_ephemeral_storage_is_set() {
+        let config = |memory_size, size| FunctionConfiguration {
+            function_name: "f".into(),
+            function_arn: String::new(),
+            runtime: "provided".into(),
+            role: String::new(),
+            handler: String::new(),
+            code_size: 0,
+            description: String::new(),
+            timeout: 3,
+            memory_size,
+            last_modified: String::new(),
+            code_sha256: String::new(),
+            version: "$LATEST".into(),
+            environment: Environment::default(),
+            ephemeral_storage: EphemeralStorage { size },
+            revision_id: String::new(),
+            state: String::new(),
+            last_update_status: String::new(),
+            package_type: String::new(),
+            architectures: Vec::new(),
+        };
+        for (memory, ephemeral, expected) in [
+            (128, 512, 512),
+            (2048, 512, 2048),
+            (2048, 1024, 1024),
+            (128, 4096, 4096),
+        ] {
+            assert_eq!(
+                tmp_size_mb(&config(memory, ephemeral)),
+                expected,
+                "memory {memory}, ephemeral {ephemeral}"
+            );
+        }
+    }
+}
