@@ -150,7 +150,13 @@ async fn handle(inner: &EndpointInner, request: Request<Incoming>) -> Response<B
         ) => {
             let request_id = request_id.to_string();
             match read_body(request).await {
-                Ok(body) => complete(inner, &request_id, RuntimeOutcome::Response(body)),
+                Ok(body) => {
+                    let answer = complete(inner, &request_id, RuntimeOutcome::Response(body));
+                    // Let the invoker answer its caller before this 202 goes out: the caller is
+                    // waiting, the runtime only wants to ask for its next invocation.
+                    tokio::task::yield_now().await;
+                    answer
+                }
                 Err(response) => {
                     complete(inner, &request_id, too_large_outcome());
                     response
