@@ -128,7 +128,7 @@ impl Engine {
     ) -> std::io::Result<Arc<Engine>> {
         let (python_runtime_dir, node_runtime_dir) = code::install_runtimes(&options.data_dir)?;
         let engine = Arc::new(Engine {
-            sinks: Sinks::start(log),
+            sinks: Sinks::start(log)?,
             control: control.clone(),
             sandboxes: wisp_sandbox::SandboxPool::new(
                 options.launcher.clone(),

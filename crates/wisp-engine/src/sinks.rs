@@ -38,10 +38,17 @@ pub struct Sinks {
 }
 
 impl Sinks {
-    pub fn start(log: Arc<dyn Log>) -> Sinks {
+    /// Starts the writer on a thread of its own, so encoding and storing records never takes
+    /// time from the thread that serves invocations. The writer ends when every `Sinks` is dropped.
+    pub fn start(log: Arc<dyn Log>) -> std::io::Result<Sinks> {
         let (sender, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(write_batches(log, receiver));
-        Sinks { sender }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("wisp-records".into())
+            .spawn(move || runtime.block_on(write_batches(log, receiver)))?;
+        Ok(Sinks { sender })
     }
 
     pub fn record(&self, record: InvocationRecord) {
