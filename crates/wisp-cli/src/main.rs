@@ -45,6 +45,12 @@ struct Cli {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum FunctionNetwork {
+    Isolated,
+    Egress,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Output {
     Text,
     Json,
@@ -71,6 +77,10 @@ enum Command {
         /// Processes and threads allowed per sandbox.
         #[arg(long, default_value_t = 1024)]
         pids_max: u32,
+        /// Network of function sandboxes: isolated (loopback only) or egress (outbound through
+        /// slirp4netns; the host's loopback at WISP_HOST_ADDRESS).
+        #[arg(long, value_enum, default_value = "isolated")]
+        function_network: FunctionNetwork,
         /// Threads serving the API and the Runtime API (default: a quarter of the CPUs, at least 1).
         /// One thread avoids cross-thread wake-ups on the invoke path; more serve more clients.
         #[arg(long)]
@@ -212,6 +222,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         shutdown_grace,
         account_concurrency,
         pids_max,
+        function_network,
         threads: _,
     } = cli.command
     {
@@ -229,6 +240,10 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             idle_timeout: Duration::from_secs(idle_timeout),
             shutdown_grace: Duration::from_secs(shutdown_grace),
             pids_max,
+            function_network: match function_network {
+                FunctionNetwork::Isolated => wisp_sandbox::NetworkMode::Isolated,
+                FunctionNetwork::Egress => wisp_sandbox::NetworkMode::Egress,
+            },
             launcher: wisp_sandbox::LauncherCommand {
                 program,
                 args: vec!["launch".into()],

@@ -40,6 +40,9 @@ pub struct EngineOptions {
     pub shutdown_grace: Duration,
     /// Largest number of processes and threads in one sandbox.
     pub pids_max: u32,
+    /// Network of every sandbox; in egress mode functions find the host's loopback at
+    /// `WISP_HOST_ADDRESS`.
+    pub network: NetworkMode,
 }
 
 /// How the caller asked to invoke.
@@ -488,6 +491,12 @@ impl Engine {
         ] {
             env.push((name.to_string(), value));
         }
+        if self.options.network == NetworkMode::Egress {
+            env.push((
+                "WISP_HOST_ADDRESS".into(),
+                wisp_sandbox::HOST_ADDRESS.to_string(),
+            ));
+        }
         for (name, value) in &config.environment.variables {
             env.push((name.clone(), value.clone()));
         }
@@ -504,7 +513,7 @@ impl Engine {
                 tmp_mb,
                 scratch_dir: Some(self.options.data_dir.join("scratch")),
                 pids_max: self.options.pids_max,
-                network: NetworkMode::Isolated,
+                network: self.options.network,
             },
             account: pool.key.0.clone(),
             function: pool.key.1.clone(),

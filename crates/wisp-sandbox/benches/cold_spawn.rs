@@ -1,7 +1,8 @@
 //! Cold spawn time: from `spawn` to the bootstrap's first connection to the Runtime API, next to a
 //! plain fork + exec of the same program connecting to a host listener (the baseline).
 //!
-//! Run as root: `cargo bench -p wisp-sandbox --bench cold_spawn`. The bootstrap is a tiny static C
+//! Run as root: `cargo bench -p wisp-sandbox --bench cold_spawn` (add `-- egress` for sandboxes in
+//! network mode egress, which start slirp4netns). The bootstrap is a tiny static C
 //! program when `cc` can build one, else a bash script (the output says which).
 
 use std::io::Read;
@@ -78,6 +79,11 @@ fn main() {
     let scratch = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     std::fs::set_permissions(code.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let (bootstrap, kind) = build_bootstrap(code.path());
+    let network = if std::env::args().any(|arg| arg == "egress") {
+        NetworkMode::Egress
+    } else {
+        NetworkMode::Isolated
+    };
     let launcher = LauncherCommand {
         program: PathBuf::from(env!("CARGO_BIN_EXE_wisp-launcher")),
         args: Vec::new(),
@@ -123,7 +129,7 @@ fn main() {
                 tmp_mb: 512,
                 scratch_dir: Some(scratch.path().to_path_buf()),
                 pids_max: 16,
-                network: NetworkMode::Isolated,
+                network,
             };
             let started = Instant::now();
             let mut sandbox = wisp_sandbox::spawn(&spec, &launcher).await.unwrap();
@@ -141,7 +147,7 @@ fn main() {
     let (base_p50, base_p90, base_min) = summary(baseline);
     let (spawn_p50, spawn_p90, spawn_min) = summary(spawned);
     let (conn_p50, conn_p90, conn_min) = summary(connected);
-    println!("cold spawn, {ROUNDS} rounds, bootstrap: {kind}");
+    println!("cold spawn, {ROUNDS} rounds, bootstrap: {kind}, network: {network:?}");
     degraded.sort();
     degraded.dedup();
     for reason in &degraded {

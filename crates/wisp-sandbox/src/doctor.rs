@@ -254,11 +254,14 @@ pub fn probe() -> IsolationReport {
         },
         required: false,
     });
+    let (status, detail) = match crate::network::describe_slirp4netns() {
+        Ok(detail) => (Status::Available, detail),
+        Err(detail) => (Status::Unavailable, detail),
+    };
     mechanisms.push(Mechanism {
         name: "network egress",
-        status: Status::NotUsed,
-        detail: "sandboxes get a private network namespace with loopback only (mode isolated)"
-            .into(),
+        status,
+        detail,
         required: false,
     });
     IsolationReport { mechanisms }

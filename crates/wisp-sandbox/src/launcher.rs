@@ -16,6 +16,8 @@
 //!    unprivileged user with no capabilities, and `exec`s the bootstrap; an exec failure comes back
 //!    through a close-on-exec pipe. The launcher sends the listening socket (and a pidfd of the
 //!    child) to the server as [`LaunchReply::Ready`].
+//!    In network mode egress the request also carries the write end of slirp4netns's exit pipe,
+//!    which the launcher keeps (and never passes on) until it exits (see `network.rs`).
 //!
 //! The launcher then stays as a reaper: it waits for the child and exits mirroring its status (same
 //! exit code, or death by the same signal); if the server's end of the socket closes (at any step),
@@ -72,6 +74,11 @@ pub struct LaunchRequest {
     /// its loop device. Without one, `/tmp` is a tmpfs.
     #[serde(default)]
     pub tmp_device: Option<String>,
+    /// The write end of the network helper's exit pipe comes with the request too, after the
+    /// `/tmp` mount (egress mode, see `network.rs`): the launcher holds it, and nothing else, until
+    /// it exits, so that the helper exits with it.
+    #[serde(default)]
+    pub network_exit_fd: bool,
 }
 
 /// What the launcher answers, once per request. `Prepared` says the function's process (`pid`,
@@ -236,8 +243,11 @@ fn launch(socket: &OwnedFd, prepare: &PrepareRequest) -> Result<Never, LaunchFai
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWUTS;
+    // Egress sandboxes are prepared the same way: slirp4netns is attached at launch.
     match prepare.network {
-        crate::NetworkMode::Isolated => flags |= CloneFlags::CLONE_NEWNET,
+        crate::NetworkMode::Isolated | crate::NetworkMode::Egress => {
+            flags |= CloneFlags::CLONE_NEWNET
+        }
     }
     unshare(flags)
         .map_err(|errno| setup_error("unshare(mount, pid, ipc, uts, net namespaces)", errno))?;
@@ -321,7 +331,7 @@ fn launch(socket: &OwnedFd, prepare: &PrepareRequest) -> Result<Never, LaunchFai
             }
 
             // Step 2: the spec. A closed socket means the server no longer wants this sandbox.
-            let (body, mut fds) = match receive_message(socket) {
+            let (body, fds) = match receive_message(socket) {
                 Ok((Some(body), fds)) => (body, fds),
                 Ok((None, _)) => {
                     let _ = abandon(LaunchFailure::Setup("server went away".into()));
@@ -336,8 +346,15 @@ fn launch(socket: &OwnedFd, prepare: &PrepareRequest) -> Result<Never, LaunchFai
             if let Err(failure) = validate_spec(&request.spec) {
                 return Err(abandon(failure));
             }
+            let mut fds = fds.into_iter();
             let mount = if request.tmp_device.is_some() {
-                fds.pop()
+                fds.next()
+            } else {
+                None
+            };
+            // Close-on-exec, never passed on, and closed only by the launcher's exit.
+            let network_exit = if request.network_exit_fd {
+                fds.next()
             } else {
                 None
             };
@@ -379,7 +396,7 @@ fn launch(socket: &OwnedFd, prepare: &PrepareRequest) -> Result<Never, LaunchFai
                 let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
             }
             drop(listener);
-            reap(socket, child, pidfd, tmp)
+            reap(socket, child, pidfd, tmp, network_exit)
         }
     }
 }
@@ -483,6 +500,7 @@ fn reap(
     child: Pid,
     pidfd: Option<OwnedFd>,
     tmp: Option<crate::scratch::TmpMount>,
+    network_exit: Option<OwnedFd>,
 ) -> ! {
     if let Some(pidfd) = &pidfd {
         let mut server_gone = false;
@@ -530,6 +548,8 @@ fn reap(
         tmp.discard();
     }
     drop(tmp);
+    // The network helper goes as the function has.
+    drop(network_exit);
     match status {
         Some(WaitStatus::Exited(_, code)) => std::process::exit(code),
         Some(WaitStatus::Signaled(_, signal, _)) => mirror_signal(signal),
@@ -753,7 +773,12 @@ fn build_root(
         ),
         (
             "resolv.conf",
-            fs::read_to_string(host(Path::new("/etc/resolv.conf"))).unwrap_or_default(),
+            match spec.network {
+                crate::NetworkMode::Egress => format!("nameserver {}\n", crate::DNS_ADDRESS),
+                crate::NetworkMode::Isolated => {
+                    fs::read_to_string(host(Path::new("/etc/resolv.conf"))).unwrap_or_default()
+                }
+            },
         ),
     ];
     for (name, content) in files {

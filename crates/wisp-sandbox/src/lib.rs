@@ -7,7 +7,8 @@
 //! instance's cgroups and waits; then, given the spec, it builds a private root and `exec`s the
 //! bootstrap, and the listening socket goes back to the server. The pool keeps a few launchers
 //! ready at the waiting point so that a cold start skips those steps (`pool.rs`). `/tmp` is a
-//! size-limited ext4 filesystem on a loop device (`scratch.rs`). Function code never runs in the
+//! size-limited ext4 filesystem on a loop device (`scratch.rs`). Sandboxes in
+//! [`NetworkMode::Egress`] reach the outside through slirp4netns (`network.rs`). Function code never runs in the
 //! server's process. [`archive`] unpacks function code safely and
 //! [`doctor`] says which isolation mechanisms this machine offers.
 //!
@@ -17,12 +18,14 @@ pub mod archive;
 pub mod cgroup;
 pub mod doctor;
 pub mod launcher;
+mod network;
 mod pool;
 mod scratch;
 mod spawn;
 
 use std::path::PathBuf;
 
+pub use network::{DNS_ADDRESS, HOST_ADDRESS, SLIRP4NETNS, find_slirp4netns};
 pub use nix::sys::signal::Signal;
 pub use pool::{PLACEHOLDER_LIMITS, REFILL_DELAY, SPARES, SandboxPool};
 pub use spawn::{ExitReport, KillHandle, LAUNCH_TIMEOUT, SpawnedSandbox, spawn};
@@ -66,13 +69,20 @@ pub struct SandboxSpec {
     pub scratch_dir: Option<PathBuf>,
     /// Maximum number of processes and threads (cgroup pids controller).
     pub pids_max: u32,
-    /// Network: `Isolated` gives the instance its own network namespace with only loopback.
+    /// Network of the instance; its Runtime API is private to it in every mode.
     pub network: NetworkMode,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// What a sandbox's network reaches. Every mode gives the sandbox its own network namespace, in
+/// which the Runtime API listens on loopback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum NetworkMode {
+    /// Only the namespace's own loopback: nothing outside the sandbox is reachable.
+    #[default]
     Isolated,
+    /// Loopback plus user-space NAT through slirp4netns (a tap device and a default route): the
+    /// outside world, DNS at [`DNS_ADDRESS`], and the host's loopback at [`HOST_ADDRESS`].
+    Egress,
 }
 
 /// Why a sandbox could not be started.

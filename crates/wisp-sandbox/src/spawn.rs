@@ -151,6 +151,8 @@ pub struct SpawnedSandbox {
     stderr: Option<ChildStderr>,
     /// Kept open for the sandbox's lifetime: the launcher kills the function when it closes.
     _control: OwnedFd,
+    /// slirp4netns, in egress mode; killed with the sandbox when dropped.
+    egress: Option<crate::network::Egress>,
     degraded: Vec<String>,
     report: Option<ExitReport>,
 }
@@ -169,6 +171,11 @@ impl SpawnedSandbox {
     /// Host pid of the launcher process that reaps the function.
     pub fn launcher_pid(&self) -> Option<u32> {
         self.launcher.id()
+    }
+
+    /// Host pid of the slirp4netns process serving the sandbox's network (egress mode only).
+    pub fn network_helper_pid(&self) -> Option<u32> {
+        self.egress.as_ref().and_then(|egress| egress.pid())
     }
 
     /// The Runtime API listener, bound at [`crate::RUNTIME_API_ADDRESS`] inside the sandbox's own
@@ -248,6 +255,10 @@ impl SpawnedSandbox {
         .await;
         if let Ok(Err(error)) = removed {
             tracing::warn!(instance = %self.instance_id, %error, "could not remove sandbox cgroup");
+        }
+        // The launcher's exit closed slirp4netns's exit pipe: it is leaving, or is made to.
+        if let Some(egress) = &mut self.egress {
+            egress.finish().await;
         }
         self.report = Some(report.clone());
         report
@@ -559,14 +570,28 @@ impl Prepared {
         let Prepared {
             launcher: mut child,
             control,
-            pid: _,
+            pid,
             cgroup,
             mut degraded,
         } = self;
-        let tmp = match &spec.scratch_dir {
-            Some(dir) => crate::scratch::prepare(dir, spec.tmp_mb).await,
-            None => Err("no scratch directory was given".to_string()),
+        // The network is configured before the bootstrap runs; slirp4netns starts while `/tmp` is
+        // being prepared.
+        let attach_network = async {
+            match spec.network {
+                crate::NetworkMode::Isolated => Ok(None),
+                crate::NetworkMode::Egress => crate::network::attach(pid).await.map(Some),
+            }
         };
+        let prepare_tmp = async {
+            match &spec.scratch_dir {
+                Some(dir) => crate::scratch::prepare(dir, spec.tmp_mb).await,
+                None => Err("no scratch directory was given".to_string()),
+            }
+        };
+        let (egress, tmp) = tokio::join!(attach_network, prepare_tmp);
+        // On failure the launcher and the cgroups go with `child` and `cgroup`, `/tmp` with `tmp`.
+        let mut egress = egress?;
+        let network_exit = egress.as_mut().and_then(|egress| egress.take_exit_fd());
         let (tmp, tmp_device) = match tmp {
             Ok(mounted) => {
                 let device = mounted.device.clone();
@@ -586,6 +611,7 @@ impl Prepared {
         let request = LaunchRequest {
             spec: spec.clone(),
             tmp_device,
+            network_exit_fd: network_exit.is_some(),
         };
         let body = serde_json::to_vec(&request)
             .map_err(|error| SandboxError::Launcher(format!("encoding launch request: {error}")))?;
@@ -596,10 +622,16 @@ impl Prepared {
                 body.len()
             )));
         }
-        // The /tmp mount travels with the request; the launcher is its only holder afterwards.
-        let rights: Vec<RawFd> = tmp.iter().map(|fd| fd.as_raw_fd()).collect();
+        // The /tmp mount and the network helper's exit pipe travel with the request; the launcher
+        // is their only holder afterwards.
+        let rights: Vec<RawFd> = tmp
+            .iter()
+            .chain(network_exit.iter())
+            .map(|fd| fd.as_raw_fd())
+            .collect();
         let sent = send(&control, &body, &rights).await;
         drop(tmp);
+        drop(network_exit);
         let reply = match sent {
             Ok(()) => receive(&control).await?,
             Err(error) if error.raw_os_error() == Some(libc::EPIPE) => Ok(None),
@@ -631,6 +663,7 @@ impl Prepared {
                     }),
                     listener: Some(listener),
                     _control: control,
+                    egress,
                     degraded,
                     report: None,
                 })

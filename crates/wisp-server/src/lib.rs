@@ -37,6 +37,8 @@ pub struct Configuration {
     pub idle_timeout: Duration,
     pub shutdown_grace: Duration,
     pub pids_max: u32,
+    /// Network of every function's sandbox.
+    pub function_network: wisp_sandbox::NetworkMode,
     pub launcher: LauncherCommand,
 }
 
@@ -69,6 +71,19 @@ pub async fn run(configuration: Configuration) -> anyhow::Result<()> {
             "wisp: isolation degraded: {} unavailable: {} (see wisp doctor)",
             mechanism.name, mechanism.detail
         );
+    }
+    if configuration.function_network == wisp_sandbox::NetworkMode::Egress {
+        let egress = report
+            .mechanisms
+            .iter()
+            .find(|mechanism| mechanism.name == "network egress");
+        if let Some(egress) = egress.filter(|m| m.status != wisp_sandbox::doctor::Status::Available)
+        {
+            eprintln!(
+                "wisp: --function-network egress: {}; functions will fail to start",
+                egress.detail
+            );
+        }
     }
 
     let runtimes = Arc::new(RuntimeCatalog::default());
@@ -104,6 +119,7 @@ pub async fn run(configuration: Configuration) -> anyhow::Result<()> {
             idle_timeout: configuration.idle_timeout,
             shutdown_grace: configuration.shutdown_grace,
             pids_max: configuration.pids_max,
+            network: configuration.function_network,
         },
     )
     .context("cannot start the engine")?;
