@@ -4,44 +4,18 @@
 //! (the launcher does); without it they say so and skip. Without slirp4netns they fail: it is part
 //! of the machine the tests run on.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use wisp_sandbox::{LauncherCommand, NetworkMode, SandboxPool, SandboxSpec, SpawnedSandbox};
+use wisp_sandbox::{NetworkMode, SandboxPool, SandboxSpec, SpawnedSandbox};
 
-fn launcher() -> LauncherCommand {
-    LauncherCommand {
-        program: PathBuf::from(env!("CARGO_BIN_EXE_wisp-launcher")),
-        args: Vec::new(),
-    }
-}
-
-fn have_root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        assert!(
-            wisp_sandbox::find_slirp4netns().is_some(),
-            "slirp4netns is not installed (apt-get install -y slirp4netns)"
-        );
-        true
-    } else {
-        eprintln!("SKIPPED: sandbox process tests need root");
-        false
-    }
-}
-
-fn code_dir(script: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let bootstrap = dir.path().join("bootstrap");
-    std::fs::write(&bootstrap, script).unwrap();
-    std::fs::set_permissions(&bootstrap, std::fs::Permissions::from_mode(0o755)).unwrap();
-    dir
-}
+use common::{code_dir, have_root, launcher};
 
 fn spec(code: &Path, network: NetworkMode, env: &[(&str, String)]) -> SandboxSpec {
     static COUNTER: AtomicU32 = AtomicU32::new(0);

@@ -2,38 +2,16 @@
 //! from nothing, and spares never outlive their pool or their server. They need root (the launcher
 //! does); without it they say so and skip.
 
+mod common;
+
 use std::io::BufRead;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncReadExt;
-use wisp_sandbox::{LauncherCommand, NetworkMode, SandboxPool, SandboxSpec, SpawnedSandbox};
+use wisp_sandbox::{NetworkMode, SandboxPool, SandboxSpec, SpawnedSandbox};
 
-fn launcher() -> LauncherCommand {
-    LauncherCommand {
-        program: PathBuf::from(env!("CARGO_BIN_EXE_wisp-launcher")),
-        args: Vec::new(),
-    }
-}
-
-fn have_root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        true
-    } else {
-        eprintln!("SKIPPED: sandbox pool tests need root");
-        false
-    }
-}
-
-fn code_dir(script: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let bootstrap = dir.path().join("bootstrap");
-    std::fs::write(&bootstrap, script).unwrap();
-    std::fs::set_permissions(&bootstrap, std::fs::Permissions::from_mode(0o755)).unwrap();
-    dir
-}
+use common::{code_dir, have_root, launcher};
 
 fn spec(code: &Path, name: &str) -> SandboxSpec {
     SandboxSpec {

@@ -1,6 +1,8 @@
 //! Process tests of the sandbox: real launcher binary, real namespaces and cgroups, small shell
 //! scripts as function code. They need root (the launcher does); without it they say so and skip.
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -11,37 +13,13 @@ use wisp_sandbox::{
     ExitReport, LauncherCommand, NetworkMode, SandboxError, SandboxSpec, Signal, SpawnedSandbox,
 };
 
-fn launcher() -> LauncherCommand {
-    LauncherCommand {
-        program: PathBuf::from(env!("CARGO_BIN_EXE_wisp-launcher")),
-        args: Vec::new(),
-    }
-}
-
-fn have_root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        true
-    } else {
-        eprintln!("SKIPPED: sandbox process tests need root");
-        false
-    }
-}
-
-/// A code directory with an executable `bootstrap` holding `script`.
-fn code_dir(script: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let bootstrap = dir.path().join("bootstrap");
-    std::fs::write(&bootstrap, script).unwrap();
-    std::fs::set_permissions(&bootstrap, std::fs::Permissions::from_mode(0o755)).unwrap();
-    dir
-}
-
 /// Where `/tmp` images go: the target directory, which is on disk (the system's /tmp may be tmpfs).
 /// Images have no name there, so every test process can share it.
 fn scratch_root() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("sandbox-scratch")
 }
+
+use common::{code_dir, have_root, launcher};
 
 fn spec(code: &Path) -> SandboxSpec {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
