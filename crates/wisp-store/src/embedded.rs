@@ -710,21 +710,7 @@ impl WriterState {
             return Ok(Ok(Done::Nothing));
         }
         if offset == floor + 1 {
-            // Advance the floor over this ack and any out-of-order acks right above it, so the acks table
-            // only ever holds the gaps' far side instead of one row per record forever.
-            let mut new_floor = offset;
-            while tables
-                .acks
-                .remove((topic, consumer, new_floor + 1))
-                .map_err(db_error)?
-                .is_some()
-            {
-                new_floor += 1;
-            }
-            tables
-                .ack_floors
-                .insert((topic, consumer), new_floor)
-                .map_err(db_error)?;
+            raise_floor(tables, topic, consumer, offset)?;
         } else {
             tables
                 .acks
@@ -789,19 +775,7 @@ impl WriterState {
                 .map_err(db_error)?
                 .map(|guard| guard.value());
             if floor.unwrap_or(0) < new_floor {
-                let mut floor = new_floor;
-                while tables
-                    .acks
-                    .remove((topic, consumer, floor + 1))
-                    .map_err(db_error)?
-                    .is_some()
-                {
-                    floor += 1;
-                }
-                tables
-                    .ack_floors
-                    .insert((topic, consumer), floor)
-                    .map_err(db_error)?;
+                raise_floor(tables, topic, consumer, new_floor)?;
             }
         }
         for ((lease_topic, _), leases) in self.leases.iter_mut() {
@@ -811,6 +785,30 @@ impl WriterState {
         }
         Ok(Ok(Done::Nothing))
     }
+}
+
+/// Sets a consumer's ack floor to `floor`, then advances it over any out-of-order acks right above
+/// it, so the acks table only ever holds the far side of gaps instead of one row per record forever.
+fn raise_floor(
+    tables: &mut Tables<'_>,
+    topic: &str,
+    consumer: &str,
+    floor: u64,
+) -> Result<(), StoreError> {
+    let mut floor = floor;
+    while tables
+        .acks
+        .remove((topic, consumer, floor + 1))
+        .map_err(db_error)?
+        .is_some()
+    {
+        floor += 1;
+    }
+    tables
+        .ack_floors
+        .insert((topic, consumer), floor)
+        .map_err(db_error)?;
+    Ok(())
 }
 
 /// Adds to `consumers` every consumer that has a row of `topic` in a `(topic, consumer, offset)` table.
