@@ -585,7 +585,16 @@ async fn invoke(
         client_context,
     };
     let dry_run = invocation_type == InvocationType::DryRun;
-    let outcome = state.engine.invoke(request).await?;
+    // The invocation runs in its own task: a caller that hangs up does not cancel it, so it still
+    // completes, is recorded, and returns its instance and concurrency slot only when it is done.
+    let engine = state.engine.clone();
+    let outcome = tokio::spawn(async move { engine.invoke(request).await })
+        .await
+        .map_err(|error| {
+            Failure(ApiError::internal(format!(
+                "invocation task failed: {error}"
+            )))
+        })??;
     let status = if dry_run {
         StatusCode::NO_CONTENT
     } else {
