@@ -161,19 +161,14 @@ fn new_revision_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-fn function_not_found(account: &AccountId, name: &str) -> ApiError {
-    ApiError::not_found(format!(
-        "Function not found: {}; hint: wisp ls",
-        function_arn_for(account, name)
-    ))
-}
-
-fn function_arn_for(account: &AccountId, name: &str) -> String {
-    // The region only decorates messages here; ARNs in records use the configured region.
-    format!("arn:aws:lambda:*:{account}:function:{name}")
-}
-
 impl ControlPlane {
+    fn function_not_found(&self, account: &AccountId, name: &str) -> ApiError {
+        ApiError::not_found(format!(
+            "Function not found: {}; hint: wisp ls",
+            function_arn(&self.options.region, account, name)
+        ))
+    }
+
     pub fn new(
         kv: Arc<dyn Kv>,
         blobs: Arc<dyn Blobs>,
@@ -295,7 +290,7 @@ impl ControlPlane {
             .get(&key)
             .await
             .map_err(store_error)?
-            .ok_or_else(|| function_not_found(account, name))?;
+            .ok_or_else(|| self.function_not_found(account, name))?;
         Ok((decode(&key, &entry.value)?, entry.revision))
     }
 
@@ -513,7 +508,7 @@ impl ControlPlane {
         self.modify_record(
             &key,
             (account, name),
-            || function_not_found(account, name),
+            || self.function_not_found(account, name),
             change,
         )
         .await
