@@ -26,7 +26,6 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
 use tokio::io::unix::AsyncFd;
 use tokio::process::{Child, Command};
 
@@ -149,23 +148,11 @@ pub(crate) async fn attach(pid: u32) -> Result<Egress, SandboxError> {
         Ok(Ok(true)) => Ok(egress),
         Ok(Ok(false)) => {
             let mut process = egress.process;
-            let status = tokio::time::timeout(Duration::from_secs(2), process.wait()).await;
-            let mut output = Vec::new();
-            if let Some(stderr) = process.stderr.as_mut() {
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(1),
-                    stderr.take(4096).read_to_end(&mut output),
-                )
-                .await;
-            }
-            let status = match status {
-                Ok(Ok(status)) => status.to_string(),
-                _ => "still running".to_string(),
-            };
-            let output = String::from_utf8_lossy(&output);
+            let (status, output) =
+                crate::spawn::exit_and_stderr(&mut process, Duration::from_secs(2)).await;
             Err(SandboxError::Setup(format!(
                 "slirp4netns could not configure the sandbox's network ({status}): {}",
-                last_lines(output.trim())
+                last_lines(&output)
             )))
         }
         Ok(Err(error)) => Err(SandboxError::Setup(format!(

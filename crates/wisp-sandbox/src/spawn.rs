@@ -727,9 +727,10 @@ async fn receive(
     }
 }
 
-/// The launcher closed its socket without a reply: report its exit status and what it printed.
-async fn launcher_died(child: &mut Child) -> SandboxError {
-    let status = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+/// Waits up to `wait` for a helper process that failed to exit, and collects the start of what it
+/// printed on stderr: its exit status (or "still running") and that text, trimmed.
+pub(crate) async fn exit_and_stderr(child: &mut Child, wait: Duration) -> (String, String) {
+    let status = tokio::time::timeout(wait, child.wait()).await;
     let mut output = Vec::new();
     if let Some(stderr) = child.stderr.as_mut() {
         let _ = tokio::time::timeout(
@@ -742,8 +743,12 @@ async fn launcher_died(child: &mut Child) -> SandboxError {
         Ok(Ok(status)) => status.to_string(),
         _ => "still running".to_string(),
     };
-    let output = String::from_utf8_lossy(&output);
-    let output = output.trim();
+    (status, String::from_utf8_lossy(&output).trim().to_string())
+}
+
+/// The launcher closed its socket without a reply: report its exit status and what it printed.
+async fn launcher_died(child: &mut Child) -> SandboxError {
+    let (status, output) = exit_and_stderr(child, Duration::from_secs(5)).await;
     SandboxError::Launcher(if output.is_empty() {
         format!("launcher exited before the sandbox was ready ({status})")
     } else {
