@@ -527,7 +527,11 @@ impl ControlPlane {
             self.store_code(&current.latest.config.runtime, zip).await?;
         let config = self
             .modify_function(account, name, |function| {
-                check_revision(&function.latest.config, revision_id.as_deref())?;
+                check_revision(
+                    &function.latest.config.revision_id,
+                    revision_id.as_deref(),
+                    "function",
+                )?;
                 let latest = &mut function.latest;
                 latest.code_digest = code_digest.clone();
                 latest.config.code_sha256 = code_sha256.clone();
@@ -565,7 +569,7 @@ impl ControlPlane {
         }
         self.modify_function(account, name, |function| {
             let config = &mut function.latest.config;
-            check_revision(config, update.revision_id.as_deref())?;
+            check_revision(&config.revision_id, update.revision_id.as_deref(), "function")?;
             if let Some(runtime) = &update.runtime {
                 let old_family = RuntimeCatalog::family(&config.runtime)?;
                 if RuntimeCatalog::family(runtime)? != old_family {
@@ -614,7 +618,11 @@ impl ControlPlane {
         // Reserve the number first: a crash after this leaves a gap in numbering, never a reused number.
         let reserved = self
             .modify_function(account, name, |function| {
-                check_revision(&function.latest.config, revision_id.as_deref())?;
+                check_revision(
+                    &function.latest.config.revision_id,
+                    revision_id.as_deref(),
+                    "function",
+                )?;
                 if function.last_published > 0
                     && function.published_from_revision.as_deref()
                         == Some(function.latest.config.revision_id.as_str())
@@ -929,17 +937,7 @@ impl ControlPlane {
             (account, name),
             missing,
             |config: &mut AliasConfiguration| {
-                if let Some(expected) = &input.revision_id
-                    && *expected != config.revision_id
-                {
-                    return Err(ApiError::new(
-                        ErrorCode::PreconditionFailed,
-                        format!(
-                            "RevisionId {expected} does not match the alias's current {}",
-                            config.revision_id
-                        ),
-                    ));
-                }
+                check_revision(&config.revision_id, input.revision_id.as_deref(), "alias")?;
                 if let Some(version) = &input.function_version {
                     config.function_version = version.clone();
                 }
@@ -1105,14 +1103,12 @@ impl ControlPlane {
     }
 }
 
-fn check_revision(config: &FunctionConfiguration, expected: Option<&str>) -> Result<(), ApiError> {
+/// Refuses a change made against an older `RevisionId` of a function or alias (`what`).
+fn check_revision(current: &str, expected: Option<&str>, what: &str) -> Result<(), ApiError> {
     match expected {
-        Some(expected) if expected != config.revision_id => Err(ApiError::new(
+        Some(expected) if expected != current => Err(ApiError::new(
             ErrorCode::PreconditionFailed,
-            format!(
-                "RevisionId {expected} does not match the function's current {}",
-                config.revision_id
-            ),
+            format!("RevisionId {expected} does not match the {what}'s current {current}"),
         )),
         _ => Ok(()),
     }
