@@ -64,10 +64,14 @@ pub fn routes() -> Router<Arc<ApiState>> {
             "/2019-09-30/functions/{name}/concurrency",
             get(get_concurrency),
         )
+        .merge(crate::event_config::routes())
 }
 
 /// A function named in a path: a name, or a (partial) ARN; returns the name and any qualifier in it.
-fn path_function(text: &str, account: &AccountId) -> Result<(String, Option<Qualifier>), Failure> {
+pub(crate) fn path_function(
+    text: &str,
+    account: &AccountId,
+) -> Result<(String, Option<Qualifier>), Failure> {
     let reference = FunctionRef::parse(text)?;
     if let Some(named) = &reference.account
         && named != account
@@ -80,14 +84,16 @@ fn path_function(text: &str, account: &AccountId) -> Result<(String, Option<Qual
     Ok((reference.name, reference.qualifier))
 }
 
-fn query_qualifier(params: &HashMap<String, String>) -> Result<Option<Qualifier>, Failure> {
+pub(crate) fn query_qualifier(
+    params: &HashMap<String, String>,
+) -> Result<Option<Qualifier>, Failure> {
     Ok(params
         .get("Qualifier")
         .map(|text| Qualifier::parse(text))
         .transpose()?)
 }
 
-fn max_items(params: &HashMap<String, String>) -> Result<usize, Failure> {
+pub(crate) fn max_items(params: &HashMap<String, String>) -> Result<usize, Failure> {
     match params.get("MaxItems") {
         None => Ok(50),
         Some(text) => match text.parse::<usize>() {
@@ -539,11 +545,7 @@ async fn invoke(
     let invocation_type = match header("x-amz-invocation-type").unwrap_or("RequestResponse") {
         "RequestResponse" => InvocationType::RequestResponse,
         "DryRun" => InvocationType::DryRun,
-        "Event" => {
-            return Err(Failure(ApiError::invalid(
-                "InvocationType Event is not available yet: invoke with RequestResponse",
-            )));
-        }
+        "Event" => InvocationType::Event,
         other => {
             return Err(Failure(ApiError::invalid(format!(
                 "InvocationType {other:?} must be RequestResponse, Event or DryRun"
@@ -584,6 +586,15 @@ async fn invoke(
         want_log_tail,
         client_context,
     };
+    if invocation_type == InvocationType::Event {
+        // Answered only once the event is durable; it runs later, from its function's queue.
+        let accepted = state.engine.invoke(request).await?;
+        let mut response = StatusCode::ACCEPTED.into_response();
+        if let Ok(value) = HeaderValue::from_str(&accepted.request_id) {
+            response.headers_mut().insert("x-amzn-requestid", value);
+        }
+        return Ok(response);
+    }
     let dry_run = invocation_type == InvocationType::DryRun;
     // The invocation runs in its own task: a caller that hangs up does not cancel it, so it still
     // completes, is recorded, and returns its instance and concurrency slot only when it is done.

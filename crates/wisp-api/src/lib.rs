@@ -5,6 +5,7 @@
 //! No business rule lives here: validation of values is the control plane's, invocation is the engine's.
 
 pub mod auth;
+mod event_config;
 mod lambda;
 mod wisp;
 

@@ -1,4 +1,5 @@
-//! Wisp's own routes under `/wisp/v1`: logs, invocation records and the machine's isolation report.
+//! Wisp's own routes under `/wisp/v1`: logs, invocation records (by function and by request id), the
+//! dead-letter log of async invocations, and the machine's isolation report.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,9 +9,9 @@ use axum::Router;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::json;
-use wisp_engine::sinks::{logs_topic, records_topic};
+use wisp_engine::sinks::{logs_topic, record_key, records_topic};
 use wisp_types::{ApiError, FunctionRef, InvocationRecord};
 
 use crate::{ApiState, Caller, Failure, json_response};
@@ -19,6 +20,9 @@ pub fn routes() -> Router<Arc<ApiState>> {
     Router::new()
         .route("/wisp/v1/functions/{name}/logs", get(logs))
         .route("/wisp/v1/functions/{name}/invocations", get(invocations))
+        .route("/wisp/v1/invocations/{request_id}", get(invocation))
+        .route("/wisp/v1/functions/{name}/dlq", get(dead_letters))
+        .route("/wisp/v1/functions/{name}/dlq/redrive", post(redrive))
         .route("/wisp/v1/doctor", get(doctor))
 }
 
@@ -109,6 +113,65 @@ async fn invocations(
         StatusCode::OK,
         &json!({ "Invocations": invocations }),
     ))
+}
+
+/// One invocation's record by request id: its state, attempts, timings and (once finished) its result.
+async fn invocation(
+    State(state): State<Arc<ApiState>>,
+    Extension(Caller(account)): Extension<Caller>,
+    Path(request_id): Path<String>,
+) -> Result<Response, Failure> {
+    let key = record_key(&account.0, &request_id);
+    let entry = state
+        .control
+        .kv()
+        .get(&key)
+        .await
+        .map_err(store_failure)?
+        .ok_or_else(|| {
+            Failure(ApiError::not_found(format!(
+                "no invocation {request_id} in account {account}; records are kept for the server's --record-retention (and those of the last moments before a crash may be missing)"
+            )))
+        })?;
+    let record: InvocationRecord = serde_json::from_slice(&entry.value).map_err(|error| {
+        Failure(ApiError::internal(format!(
+            "stored record {key} is unreadable: {error}"
+        )))
+    })?;
+    Ok(json_response(StatusCode::OK, &record))
+}
+
+/// Entries of a function's dead-letter log, oldest first.
+async fn dead_letters(
+    State(state): State<Arc<ApiState>>,
+    Extension(Caller(account)): Extension<Caller>,
+    Path(name): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, Failure> {
+    let function = FunctionRef::parse(&name)?;
+    let limit = number(&params, "limit", 100)?.clamp(1, 1000) as usize;
+    let from = number(&params, "from", 1)?;
+    let letters = state
+        .engine
+        .dead_letters(&account, &function.name, from, limit)
+        .await?;
+    let next = letters.last().map(|(offset, _)| offset + 1).unwrap_or(from);
+    let letters: Vec<_> = letters.into_iter().map(|(_, letter)| letter).collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "DeadLetters": letters, "NextOffset": next }),
+    ))
+}
+
+/// Sends every dead letter of a function back to its queue.
+async fn redrive(
+    State(state): State<Arc<ApiState>>,
+    Extension(Caller(account)): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Result<Response, Failure> {
+    let function = FunctionRef::parse(&name)?;
+    let count = state.engine.redrive(&account, &function.name).await?;
+    Ok(json_response(StatusCode::OK, &json!({ "Redriven": count })))
 }
 
 async fn doctor() -> Result<Response, Failure> {

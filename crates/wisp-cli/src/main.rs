@@ -85,6 +85,16 @@ enum Command {
         /// One thread avoids cross-thread wake-ups on the invoke path; more serve more clients.
         #[arg(long)]
         threads: Option<usize>,
+        /// How long invocation records, with results, can be fetched by request id (`0` keeps none).
+        #[arg(long, default_value = "24h", value_parser = parse_duration)]
+        record_retention: Duration,
+        /// Wait before the first retry of a failed event; each further retry waits twice as long
+        /// (Lambda waits about a minute, then two).
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        event_retry_delay: Duration,
+        /// Most store writes committed with one fsync (1 turns group commit off; for benchmarks).
+        #[arg(long, hide = true)]
+        store_max_batch: Option<usize>,
     },
     /// Create or update a function from a directory or a zip.
     Deploy(deploy::DeployArgs),
@@ -175,6 +185,31 @@ enum AliasCommand {
     },
 }
 
+/// A duration such as `250ms`, `60s`, `5m`, `24h` or `0`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|character: char| !character.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 250ms, 60s, 5m or 24h"))?;
+    let milliseconds = match unit {
+        "ms" => 1,
+        "" if number == 0 => 0,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => {
+            return Err(format!(
+                "{text:?} is not a duration such as 250ms, 60s, 5m or 24h"
+            ));
+        }
+    };
+    Ok(Duration::from_millis(number.saturating_mul(milliseconds)))
+}
+
 fn main() {
     // The launcher takes its own arguments and must run before any thread exists: dispatch before clap.
     if std::env::args().nth(1).as_deref() == Some("launch") {
@@ -224,6 +259,9 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         pids_max,
         function_network,
         threads: _,
+        record_retention,
+        event_retry_delay,
+        store_max_batch,
     } = cli.command
     {
         tracing_subscriber_init();
@@ -248,6 +286,9 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 program,
                 args: vec!["launch".into()],
             },
+            record_retention,
+            event_retry_delay,
+            store_max_batch,
         })
         .await?;
         return Ok(0);

@@ -9,6 +9,7 @@
 //! `fn/{account}/{name}` → [`StoredFunction`], `ver/{account}/{name}/{version:020}` → [`StoredVersion`],
 //! `alias/{account}/{name}/{alias}` → [`AliasConfiguration`].
 
+pub mod event_config;
 pub mod runtimes;
 
 use std::collections::{BTreeMap, HashMap};
@@ -19,6 +20,7 @@ use sha2::Digest as _;
 use wisp_store::{Blobs, Digest, Kv, StoreError};
 use wisp_types::*;
 
+pub use event_config::EventInvokeInput;
 pub use runtimes::{Interpreter, RuntimeCatalog, RuntimeFamily};
 
 /// Settings of the control plane.
@@ -91,6 +93,8 @@ pub struct Resolved {
     pub primary: Arc<StoredVersion>,
     pub additional: Option<(Arc<StoredVersion>, f64)>,
     pub reserved_concurrency: Option<u32>,
+    /// How events sent to this qualifier are retried and where their outcomes go.
+    pub event_config: Option<Arc<EventInvokeConfig>>,
 }
 
 impl Resolved {
@@ -766,6 +770,7 @@ impl ControlPlane {
                         }
                     }
                 }
+                self.delete_event_invoke_configs(account, name).await?;
                 self.kv
                     .delete(&function_key(account, name))
                     .await
@@ -1084,6 +1089,14 @@ impl ControlPlane {
                 (primary, additional)
             }
         };
+        let event_config = self
+            .stored_event_invoke_config(
+                account,
+                name,
+                qualifier.as_ref().unwrap_or(&Qualifier::Latest),
+            )
+            .await?
+            .map(Arc::new);
         let resolved = Arc::new(Resolved {
             account: account.clone(),
             function_name: name.clone(),
@@ -1091,6 +1104,7 @@ impl ControlPlane {
             primary,
             additional,
             reserved_concurrency: function.reserved_concurrency,
+            event_config,
         });
         let mut cache = self
             .resolved

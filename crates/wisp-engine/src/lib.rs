@@ -6,6 +6,7 @@
 //! background by [`sinks`].
 
 pub mod code;
+pub mod events;
 pub mod instance;
 pub mod sinks;
 
@@ -16,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use wisp_control::{ControlPlane, RuntimeCatalog, RuntimeFamily};
+use wisp_control::{ControlPlane, Resolved, RuntimeCatalog, RuntimeFamily};
 use wisp_runtime_api::Invocation;
 use wisp_sandbox::{LauncherCommand, NetworkMode, SandboxSpec};
 use wisp_store::Log;
@@ -43,12 +44,18 @@ pub struct EngineOptions {
     /// Network of every sandbox; in egress mode functions find the host's loopback at
     /// `WISP_HOST_ADDRESS`.
     pub network: NetworkMode,
+    /// How long invocation records (with results) are kept by request id; zero keeps none.
+    pub record_retention: Duration,
+    /// Wait before the first retry of a failed event; each further retry waits twice as long.
+    pub event_retry_delay: Duration,
 }
 
 /// How the caller asked to invoke.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InvocationType {
     RequestResponse,
+    /// Asynchronous: the event is queued durably and run later ([`Engine::enqueue`]).
+    Event,
     DryRun,
 }
 
@@ -89,17 +96,29 @@ struct Concurrency {
     accounts: Mutex<HashMap<AccountId, Arc<AtomicU32>>>,
 }
 
-/// Releases a concurrency slot when dropped.
+/// Releases a concurrency slot when dropped, and tells queued events that one is free.
 struct Slot {
     function: Arc<AtomicU32>,
     account: Arc<AtomicU32>,
+    freed: Arc<tokio::sync::Notify>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         self.function.fetch_sub(1, Ordering::AcqRel);
         self.account.fetch_sub(1, Ordering::AcqRel);
+        self.freed.notify_waiters();
     }
+}
+
+/// One run of a function on an instance: what it answered, its record and its log text (not yet
+/// handed to the sinks, so the caller can add its own lines).
+struct Execution {
+    payload: Bytes,
+    /// `errorType` when the function failed.
+    error_type: Option<String>,
+    record: InvocationRecord,
+    log_text: Vec<u8>,
 }
 
 fn take_slot(counter: &AtomicU32, limit: u32) -> bool {
@@ -118,8 +137,14 @@ pub struct Engine {
     /// Launchers prepared ahead of cold starts.
     sandboxes: wisp_sandbox::SandboxPool,
     concurrency: Concurrency,
+    /// Notified whenever a concurrency slot is released (throttled events wait for it).
+    slot_freed: Arc<tokio::sync::Notify>,
     python_runtime_dir: PathBuf,
     node_runtime_dir: PathBuf,
+    log: Arc<dyn Log>,
+    queues: events::Queues,
+    /// The engine itself, for the tasks it starts (queue dispatchers).
+    me: std::sync::Weak<Engine>,
 }
 
 impl Engine {
@@ -130,8 +155,10 @@ impl Engine {
         options: EngineOptions,
     ) -> std::io::Result<Arc<Engine>> {
         let (python_runtime_dir, node_runtime_dir) = code::install_runtimes(&options.data_dir)?;
-        let engine = Arc::new(Engine {
-            sinks: Sinks::start(log)?,
+        let sinks = Sinks::start(log.clone(), control.kv().clone(), options.record_retention)?;
+        let engine = Arc::new_cyclic(|me| Engine {
+            me: me.clone(),
+            sinks,
             control: control.clone(),
             sandboxes: wisp_sandbox::SandboxPool::new(
                 options.launcher.clone(),
@@ -140,10 +167,14 @@ impl Engine {
             options,
             pools: Mutex::new(HashMap::new()),
             concurrency: Concurrency::default(),
+            slot_freed: Arc::new(tokio::sync::Notify::new()),
             python_runtime_dir,
             node_runtime_dir,
+            log,
+            queues: events::Queues::default(),
         });
         tokio::spawn(reap_idle(Arc::downgrade(&engine)));
+        tokio::spawn(events::resume(Arc::downgrade(&engine)));
         tokio::spawn(retire_changed(Arc::downgrade(&engine), control.subscribe()));
         Ok(engine)
     }
@@ -152,8 +183,12 @@ impl Engine {
         &self.control
     }
 
-    /// Invokes a function synchronously (RequestResponse) or checks that it could be (DryRun).
+    /// Invokes a function synchronously (RequestResponse), checks that it could be (DryRun), or
+    /// queues an event (Event: answered once the event is durable, with an empty payload).
     pub async fn invoke(&self, request: InvokeRequest) -> Result<InvokeResponse, ApiError> {
+        if request.invocation_type == InvocationType::Event {
+            return self.enqueue(request).await;
+        }
         if request.payload.len() > MAX_SYNC_PAYLOAD_BYTES {
             return Err(ApiError::new(
                 ErrorCode::RequestTooLarge,
@@ -194,16 +229,63 @@ impl Engine {
             &resolved.function_name,
             resolved.reserved_concurrency,
         )?;
-        let pool = self.pool(&resolved.account, &resolved.function_name, &version);
+        let execution = self
+            .execute(
+                &resolved,
+                &version,
+                request_id.clone(),
+                request.payload,
+                request.client_context,
+                "RequestResponse",
+            )
+            .await?;
+        let Execution {
+            payload,
+            error_type,
+            record,
+            mut log_text,
+        } = execution;
+        log_text.extend_from_slice(
+            format!("END RequestId: {request_id}\n{}\n", report_line(&record)).as_bytes(),
+        );
+        // Lambda returns the last 4 KB of the invocation's log.
+        let log_tail = request
+            .want_log_tail
+            .then(|| log_text[log_text.len().saturating_sub(4096)..].to_vec());
+        self.sinks
+            .log(&record.account, &record.function_name, log_text);
+        let executed_version = record.version.clone();
+        self.sinks.record(record, Some(payload.clone()));
+        Ok(InvokeResponse {
+            request_id,
+            executed_version,
+            payload,
+            function_error: error_type.map(|_| "Unhandled".to_string()),
+            log_tail,
+        })
+    }
+
+    /// Runs one invocation on a warm or new instance of `version` (the caller holds its concurrency slot)
+    /// and returns the instance to its pool, or stops it if it failed.
+    async fn execute(
+        &self,
+        resolved: &Resolved,
+        version: &Arc<StoredVersion>,
+        request_id: String,
+        payload: Bytes,
+        client_context: Option<String>,
+        invocation_type: &str,
+    ) -> Result<Execution, ApiError> {
+        let pool = self.pool(&resolved.account, &resolved.function_name, version);
         let (instance, cold) = match self.take_idle(&pool) {
             Some(instance) => (instance, false),
             None => (self.start_instance(&pool).await?, true),
         };
 
-        let payload = if request.payload.is_empty() {
+        let payload = if payload.is_empty() {
             Bytes::from_static(b"{}")
         } else {
-            request.payload
+            payload
         };
         let invocation = Invocation {
             request_id: request_id.clone(),
@@ -211,7 +293,7 @@ impl Engine {
             deadline_ms: 0,
             invoked_function_arn: resolved.invoked_arn.clone(),
             trace_id: trace_id(),
-            client_context: request.client_context,
+            client_context,
             cognito_identity: None,
         };
         let config = &version.config;
@@ -261,11 +343,11 @@ impl Engine {
             }
         };
         let record = InvocationRecord {
-            request_id: request_id.clone(),
+            request_id,
             account: resolved.account.0.clone(),
             function_name: resolved.function_name.clone(),
             version: config.version.clone(),
-            invocation_type: "RequestResponse".into(),
+            invocation_type: invocation_type.to_string(),
             status,
             error_type: error_type.clone(),
             started_ms,
@@ -278,31 +360,22 @@ impl Engine {
                 .map(|bytes| bytes.div_ceil(1024 * 1024) as u32)
                 .unwrap_or(0),
             cold_start: cold,
+            attempts: 1,
+            enqueued_ms: None,
+            queue_delay_us: None,
+            result: None,
         };
-        let mut log_text = result.log_text;
-        log_text.extend_from_slice(
-            format!("END RequestId: {request_id}\n{}\n", report_line(&record)).as_bytes(),
-        );
-        // Lambda returns the last 4 KB of the invocation's log.
-        let log_tail = request
-            .want_log_tail
-            .then(|| log_text[log_text.len().saturating_sub(4096)..].to_vec());
-        self.sinks
-            .log(&record.account, &record.function_name, log_text);
-        self.sinks.record(record);
-
         if reusable && !instance.has_exited() {
             self.return_idle(&pool, instance);
         } else {
             let grace = self.options.shutdown_grace;
             tokio::spawn(async move { instance.stop(grace, "failed").await });
         }
-        Ok(InvokeResponse {
-            request_id,
-            executed_version: config.version.clone(),
+        Ok(Execution {
             payload,
-            function_error: error_type.map(|_| "Unhandled".to_string()),
-            log_tail,
+            error_type,
+            record,
+            log_text: result.log_text,
         })
     }
 
@@ -353,6 +426,7 @@ impl Engine {
         Ok(Slot {
             function: function_counter,
             account: account_counter,
+            freed: self.slot_freed.clone(),
         })
     }
 
@@ -546,8 +620,10 @@ impl Engine {
             })
     }
 
-    /// Stops every instance (server shutdown).
+    /// Stops dispatching events and stops every instance (server shutdown). Events not finished stay
+    /// in their queues and run again after the next start.
     pub async fn shutdown(&self) {
+        self.queues.stop();
         let pools: Vec<Arc<Pool>> = self
             .pools
             .lock()

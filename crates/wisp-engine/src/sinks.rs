@@ -2,15 +2,20 @@
 //!
 //! The invoke path only pushes into an unbounded channel; a writer task drains it and appends
 //! whole batches to the store's `Log` (one group commit for many records, at most one per
-//! [`FLUSH_INTERVAL`]), so no invocation waits for a disk. Records and logs of the last interval may
-//! be lost on `kill -9`; they are observations, not accepted work.
+//! [`FLUSH_INTERVAL`]), so no invocation waits for a disk. Each record is also kept under its request
+//! id in the `Kv` (`inv/{account}/{request id}`, with the function's result) for the retention period,
+//! so a caller can fetch it later; async invocations write their queued and running states there too.
+//! Records and logs of the last interval may be lost on `kill -9`; they are observations, not accepted
+//! work (an accepted event itself is in its queue, and its record is written again when it runs).
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::sync::mpsc;
-use wisp_store::Log;
-use wisp_types::InvocationRecord;
+use wisp_store::{Kv, Log};
+use wisp_types::{InvocationRecord, result_value};
 
 /// Topic of a function's invocation records.
 pub fn records_topic(account: &str, function: &str) -> String {
@@ -22,13 +27,18 @@ pub fn logs_topic(account: &str, function: &str) -> String {
     format!("logs/{account}/{function}")
 }
 
+/// Key of one invocation's record by request id.
+pub fn record_key(account: &str, request_id: &str) -> String {
+    format!("inv/{account}/{request_id}")
+}
+
 enum Item {
-    Record(InvocationRecord),
+    /// A finished run: listed in the function's records topic and kept by request id.
+    Record(InvocationRecord, Option<Bytes>),
+    /// A state an invocation passes through (queued, running): kept by request id only.
+    State(InvocationRecord, Option<Bytes>),
     /// Raw text as the function wrote it; readers decode it leniently.
-    Log {
-        topic: String,
-        text: Vec<u8>,
-    },
+    Log { topic: String, text: Vec<u8> },
 }
 
 /// Cheap handle to push records and log text; cloning shares the writer.
@@ -40,19 +50,30 @@ pub struct Sinks {
 impl Sinks {
     /// Starts the writer on a thread of its own, so encoding and storing records never takes
     /// time from the thread that serves invocations. The writer ends when every `Sinks` is dropped.
-    pub fn start(log: Arc<dyn Log>) -> std::io::Result<Sinks> {
+    /// Records by request id are kept for `retention` (none are kept when it is zero).
+    pub fn start(
+        log: Arc<dyn Log>,
+        kv: Arc<dyn Kv>,
+        retention: Duration,
+    ) -> std::io::Result<Sinks> {
         let (sender, receiver) = mpsc::unbounded_channel();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         std::thread::Builder::new()
             .name("wisp-records".into())
-            .spawn(move || runtime.block_on(write_batches(log, receiver)))?;
+            .spawn(move || runtime.block_on(write_batches(log, kv, retention, receiver)))?;
         Ok(Sinks { sender })
     }
 
-    pub fn record(&self, record: InvocationRecord) {
-        let _ = self.sender.send(Item::Record(record));
+    /// A finished run and what the function returned (its response or error document).
+    pub fn record(&self, record: InvocationRecord, result: Option<Bytes>) {
+        let _ = self.sender.send(Item::Record(record, result));
+    }
+
+    /// An invocation's current state, replacing its earlier one under its request id.
+    pub fn state(&self, record: InvocationRecord, result: Option<Bytes>) {
+        let _ = self.sender.send(Item::State(record, result));
     }
 
     pub fn log(&self, account: &str, function: &str, text: impl Into<Vec<u8>>) {
@@ -71,7 +92,12 @@ impl Sinks {
 const FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
 const MAX_BATCH: usize = 16 * 1024;
 
-async fn write_batches(log: Arc<dyn Log>, mut receiver: mpsc::UnboundedReceiver<Item>) {
+async fn write_batches(
+    log: Arc<dyn Log>,
+    kv: Arc<dyn Kv>,
+    retention: Duration,
+    mut receiver: mpsc::UnboundedReceiver<Item>,
+) {
     let mut buffer = Vec::new();
     while receiver.recv_many(&mut buffer, MAX_BATCH).await > 0 {
         tokio::time::sleep(FLUSH_INTERVAL).await;
@@ -82,16 +108,35 @@ async fn write_batches(log: Arc<dyn Log>, mut receiver: mpsc::UnboundedReceiver<
             }
         }
         let mut batches: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
+        // The last state of each invocation in this batch; earlier ones are superseded.
+        let mut by_id: HashMap<String, Vec<u8>> = HashMap::new();
         for item in buffer.drain(..) {
-            let (topic, payload) = match item {
-                Item::Record(record) => (
-                    records_topic(&record.account, &record.function_name),
-                    serde_json::to_vec(&record).expect("records serialise"),
-                ),
-                Item::Log { topic, text } => (topic, text),
-            };
-            batches.entry(topic).or_default().push(payload);
+            match item {
+                Item::Record(record, result) => {
+                    batches
+                        .entry(records_topic(&record.account, &record.function_name))
+                        .or_default()
+                        .push(serde_json::to_vec(&record).expect("records serialise"));
+                    if !retention.is_zero() {
+                        keep_by_id(&mut by_id, record, result);
+                    }
+                }
+                Item::State(record, result) => {
+                    if !retention.is_zero() {
+                        keep_by_id(&mut by_id, record, result);
+                    }
+                }
+                Item::Log { topic, text } => batches.entry(topic).or_default().push(text),
+            }
         }
+        let puts = by_id.into_iter().map(|(key, value)| {
+            let kv = kv.clone();
+            async move {
+                if let Err(error) = kv.put(&key, value, Some(retention)).await {
+                    tracing::warn!(%error, key, "could not store an invocation record");
+                }
+            }
+        });
         // All topics at once: the store commits concurrent appends together.
         let writes = batches.into_iter().map(|(topic, payloads)| {
             let log = log.clone();
@@ -101,6 +146,22 @@ async fn write_batches(log: Arc<dyn Log>, mut receiver: mpsc::UnboundedReceiver<
                 }
             }
         });
-        futures::future::join_all(writes).await;
+        futures::future::join(
+            futures::future::join_all(writes),
+            futures::future::join_all(puts),
+        )
+        .await;
     }
+}
+
+fn keep_by_id(
+    by_id: &mut HashMap<String, Vec<u8>>,
+    mut record: InvocationRecord,
+    result: Option<Bytes>,
+) {
+    record.result = result.map(|bytes| result_value(&bytes));
+    by_id.insert(
+        record_key(&record.account, &record.request_id),
+        serde_json::to_vec(&record).expect("records serialise"),
+    );
 }

@@ -40,6 +40,12 @@ pub struct Configuration {
     /// Network of every function's sandbox.
     pub function_network: wisp_sandbox::NetworkMode,
     pub launcher: LauncherCommand,
+    /// How long invocation records and results are kept by request id (zero keeps none).
+    pub record_retention: Duration,
+    /// Wait before the first retry of a failed event (doubling for each further retry).
+    pub event_retry_delay: Duration,
+    /// Most store writes committed with one fsync; 1 turns group commit off (for benchmarks' baselines).
+    pub store_max_batch: Option<usize>,
 }
 
 const ROOT_KEY: &str = "auth/root";
@@ -52,7 +58,11 @@ pub async fn run(configuration: Configuration) -> anyhow::Result<()> {
     let (kv, log, blobs): (Arc<dyn Kv>, Arc<dyn Log>, Arc<dyn Blobs>) = match configuration.storage
     {
         StorageKind::Embedded => {
-            let store = EmbeddedStore::open(EmbeddedOptions::new(data_dir.join("store")))
+            let mut options = EmbeddedOptions::new(data_dir.join("store"));
+            if let Some(max_batch) = configuration.store_max_batch {
+                options.max_batch = max_batch.max(1);
+            }
+            let store = EmbeddedStore::open(options)
                 .await
                 .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
             (store.clone(), store.clone(), store)
@@ -120,6 +130,8 @@ pub async fn run(configuration: Configuration) -> anyhow::Result<()> {
             shutdown_grace: configuration.shutdown_grace,
             pids_max: configuration.pids_max,
             network: configuration.function_network,
+            record_retention: configuration.record_retention,
+            event_retry_delay: configuration.event_retry_delay,
         },
     )
     .context("cannot start the engine")?;

@@ -174,3 +174,76 @@ pub fn validate_environment(environment: &Environment) -> Result<(), ApiError> {
     }
     Ok(())
 }
+
+/// Lambda's bounds and defaults for asynchronous invocation.
+pub const MAX_RETRY_ATTEMPTS: u32 = 2;
+pub const MIN_EVENT_AGE_SECONDS: u32 = 60;
+pub const MAX_EVENT_AGE_SECONDS: u32 = 21_600;
+
+/// Where an async invocation's outcome is sent (`DestinationConfig.OnSuccess` / `OnFailure`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct OnOutcome {
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub destination: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DestinationConfig {
+    #[serde(default)]
+    pub on_success: OnOutcome,
+    #[serde(default)]
+    pub on_failure: OnOutcome,
+}
+
+/// How a function (version or alias) handles events: `FunctionEventInvokeConfig` in Lambda's shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EventInvokeConfig {
+    /// Seconds since the Unix epoch, as Lambda answers it.
+    pub last_modified: f64,
+    /// The qualified ARN the configuration belongs to.
+    pub function_arn: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub maximum_retry_attempts: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub maximum_event_age_in_seconds: Option<u32>,
+    #[serde(default)]
+    pub destination_config: DestinationConfig,
+}
+
+impl EventInvokeConfig {
+    /// Retries after a failed run (Lambda's default is 2).
+    pub fn retries(&self) -> u32 {
+        self.maximum_retry_attempts.unwrap_or(MAX_RETRY_ATTEMPTS)
+    }
+
+    /// Oldest an event may be when it starts a run (Lambda's default is 6 hours).
+    pub fn max_age_seconds(&self) -> u32 {
+        self.maximum_event_age_in_seconds
+            .unwrap_or(MAX_EVENT_AGE_SECONDS)
+    }
+}
+
+/// Checks retry and age settings against Lambda's bounds.
+pub fn validate_event_invoke_settings(
+    retries: Option<u32>,
+    max_age_seconds: Option<u32>,
+) -> Result<(), ApiError> {
+    if let Some(retries) = retries
+        && retries > MAX_RETRY_ATTEMPTS
+    {
+        return Err(ApiError::invalid(format!(
+            "MaximumRetryAttempts {retries} must be from 0 to {MAX_RETRY_ATTEMPTS}"
+        )));
+    }
+    if let Some(age) = max_age_seconds
+        && !(MIN_EVENT_AGE_SECONDS..=MAX_EVENT_AGE_SECONDS).contains(&age)
+    {
+        return Err(ApiError::invalid(format!(
+            "MaximumEventAgeInSeconds {age} must be from {MIN_EVENT_AGE_SECONDS} to {MAX_EVENT_AGE_SECONDS}"
+        )));
+    }
+    Ok(())
+}

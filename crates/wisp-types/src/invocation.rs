@@ -1,14 +1,28 @@
-//! Invocation records: what happened to one invocation, written off the hot path after it ends.
+//! Invocation records: what happened to one invocation, written off the hot path after it ends
+//! (and, for async invocations, also while it waits and runs).
 
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InvocationStatus {
+    /// An accepted event waiting in its function's queue (or for its next retry).
+    Queued,
+    /// Handed to an instance, not finished yet.
+    Running,
     Succeeded,
     Failed,
     TimedOut,
     Throttled,
+    /// An event older than its function's maximum event age when its turn came: it was not run again.
+    Expired,
+}
+
+impl InvocationStatus {
+    /// Whether nothing more will happen to the invocation.
+    pub fn is_final(self) -> bool {
+        !matches!(self, InvocationStatus::Queued | InvocationStatus::Running)
+    }
 }
 
 /// One finished invocation. Durations are microseconds; billed duration is milliseconds rounded up.
@@ -33,6 +47,30 @@ pub struct InvocationRecord {
     pub memory_size_mb: u32,
     pub max_memory_used_mb: u32,
     pub cold_start: bool,
+    /// How many times the function was run for this invocation: 1 for a synchronous invoke; for an event,
+    /// every run including retries and redeliveries after a server restart (0 while it waits for its first).
+    #[serde(default = "one")]
+    pub attempts: u32,
+    /// For events: when the event was accepted, milliseconds since the Unix epoch.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub enqueued_ms: Option<u64>,
+    /// For events: microseconds from acceptance (or from the retry becoming due) to the start of this run.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub queue_delay_us: Option<u64>,
+    /// The function's response, or its error document, when the record is kept with its result:
+    /// the JSON value itself when the bytes are JSON, else a JSON string of the text.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub result: Option<serde_json::Value>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// A function's result as it is kept in a record: JSON stays JSON, anything else becomes a string.
+pub fn result_value(bytes: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(bytes).into_owned()))
 }
 
 /// Billed milliseconds for a duration in microseconds: rounded up to the next whole millisecond, at least 1.

@@ -1,0 +1,1073 @@
+//! Async invocations (`InvocationType: Event`): a durable queue per function, its dispatcher, retries,
+//! event age, destinations and the dead-letter log.
+//!
+//! - **Accepting** an event appends it to the function's queue topic `events/{account}/{function}` in the
+//!   store's `Log`; the caller's 202 is sent only after the append returns, that is after the store's group
+//!   commit has fsync'd it. The queue's name is stored first (`evq/{account}/{function}` in the `Kv`), so a
+//!   restarted server finds every queue.
+//! - **Dispatching**: one task per queue consumes its records (consumer `dispatcher`) in offset order, takes
+//!   a concurrency slot for each (a throttled event waits in memory for a slot and is never dropped), and runs
+//!   it on an instance like a synchronous invoke.
+//! - **Retries** after a function error, crash or timeout are new records in the same queue, due after a
+//!   backoff (`event_retry_delay` × 2^retry), up to the configuration's MaximumRetryAttempts (default 2).
+//! - **Age**: an event older than MaximumEventAgeInSeconds (default 6 hours) when its turn comes is not run.
+//! - **Outcomes**: a success goes to the OnSuccess destination; exhausted retries and expired events go to the
+//!   OnFailure destination, or else to the dead-letter log `dlq/{account}/{function}` (`wisp dlq` lists and
+//!   redrives it). Destinations are functions; they receive Lambda's invocation record as their event.
+//!
+//! The rule that makes this durable: a record is acked only after what follows from it is stored — the
+//! retry appended, the destination's event appended, the dead-letter record appended. A server killed at any
+//! moment loses no accepted event; unacked records are delivered again after a restart (at least once), and
+//! the store counts deliveries, so the invocation record's `attempts` includes runs cut short by the crash.
+//! This module must never ack before that, nor drop an event it cannot run.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use wisp_control::Resolved;
+use wisp_types::*;
+
+use crate::{Engine, InvokeRequest, InvokeResponse, Slot, instance::unix_ms, random_uuid};
+
+/// Name of the consumer that runs a queue's events.
+pub const QUEUE_CONSUMER: &str = "dispatcher";
+/// Kv prefix listing the functions that have a queue.
+const QUEUE_INDEX_PREFIX: &str = "evq/";
+/// Events one queue holds in memory at most (running, waiting for a slot, or waiting for a retry).
+const MAX_HELD: usize = 1024;
+/// Events consumed from the store in one call.
+const CONSUME_BATCH: usize = 256;
+/// Deliveries of one record (each restart during its run adds one) before it goes to the dead-letter log
+/// instead of being run again: a guard against an event that kills the server.
+const MAX_DELIVERIES: u32 = 5;
+/// A consumed record stays leased until it is acked or the server stops.
+const LEASE: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// How often a throttled queue looks for a free slot when no release wakes it.
+const THROTTLE_POLL: Duration = Duration::from_millis(50);
+
+/// Topic of a function's event queue.
+pub fn queue_topic(account: &str, function: &str) -> String {
+    format!("events/{account}/{function}")
+}
+
+/// Topic of a function's dead-letter log.
+pub fn dead_letter_topic(account: &str, function: &str) -> String {
+    format!("dlq/{account}/{function}")
+}
+
+fn queue_index_key(account: &str, function: &str) -> String {
+    format!("{QUEUE_INDEX_PREFIX}{account}/{function}")
+}
+
+fn unix_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+fn store_failure(error: wisp_store::StoreError) -> ApiError {
+    ApiError::internal(format!("store error: {error}"))
+}
+
+/// What travels with an event in its queue record, before the payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EventHeader {
+    request_id: String,
+    /// The qualifier the caller invoked (`None`: unqualified, i.e. `$LATEST`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    qualifier: Option<String>,
+    /// When the event was accepted, microseconds since the Unix epoch; its age counts from here.
+    enqueued_us: u64,
+    /// Retries already made after failed runs.
+    #[serde(default)]
+    retries: u32,
+    /// Runs made for this invocation by earlier records (before a retry or a redrive).
+    #[serde(default)]
+    prior_attempts: u32,
+    /// Not to be run before this time (milliseconds since the Unix epoch); 0 means at once.
+    #[serde(default)]
+    due_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client_context: Option<String>,
+}
+
+/// A queue record: the header's length (4 bytes, big-endian), the header as JSON, then the payload.
+fn encode_event(header: &EventHeader, payload: &[u8]) -> Vec<u8> {
+    let head = serde_json::to_vec(header).expect("event headers serialise");
+    let mut bytes = Vec::with_capacity(4 + head.len() + payload.len());
+    bytes.extend_from_slice(&(head.len() as u32).to_be_bytes());
+    bytes.extend_from_slice(&head);
+    bytes.extend_from_slice(payload);
+    bytes
+}
+
+fn decode_event(bytes: &[u8]) -> Option<(EventHeader, Bytes)> {
+    let length = u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+    let head = bytes.get(4..4 + length)?;
+    let header = serde_json::from_slice(head).ok()?;
+    Some((header, Bytes::copy_from_slice(&bytes[4 + length..])))
+}
+
+/// One entry of a function's dead-letter log, as `wisp dlq` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DeadLetter {
+    pub request_id: String,
+    pub function_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qualifier: Option<String>,
+    /// `RetriesExhausted`, `EventAgeExceeded`, `FunctionNotFound`, `DeliveryLimitExceeded` or
+    /// `DestinationFailed`.
+    pub condition: String,
+    pub reason: String,
+    pub attempts: u32,
+    pub enqueued_ms: u64,
+    pub failed_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_type: Option<String>,
+    /// The last run's response or error document.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<serde_json::Value>,
+    /// The event exactly as it was sent (JSON text).
+    pub payload: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_context: Option<String>,
+}
+
+/// The queues this engine runs.
+#[derive(Default)]
+pub(crate) struct Queues {
+    running: Mutex<HashMap<(AccountId, String), Arc<Queue>>>,
+    stopping: AtomicBool,
+    /// One redrive at a time, so two callers cannot send the same dead letters twice.
+    redriving: tokio::sync::Mutex<()>,
+}
+
+impl Queues {
+    pub(crate) fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        for queue in self
+            .running
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .values()
+        {
+            queue.wake.notify_one();
+        }
+    }
+}
+
+struct Queue {
+    account: AccountId,
+    function: String,
+    topic: String,
+    wake: tokio::sync::Notify,
+    /// Offsets of records being run or settled right now.
+    in_flight: Mutex<BTreeSet<u64>>,
+}
+
+impl Queue {
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, BTreeSet<u64>> {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+}
+
+/// A consumed record the dispatcher holds until it is acked.
+struct Held {
+    offset: u64,
+    /// How many times the store has handed this record out (more than 1 after a restart during its run).
+    deliveries: u32,
+    header: EventHeader,
+    payload: Bytes,
+}
+
+impl Held {
+    fn attempts(&self) -> u32 {
+        self.header.prior_attempts + self.deliveries
+    }
+}
+
+/// Why an event ended without success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Condition {
+    RetriesExhausted,
+    EventAgeExceeded,
+    FunctionNotFound,
+    DeliveryLimitExceeded,
+}
+
+impl Condition {
+    fn name(self) -> &'static str {
+        match self {
+            Condition::RetriesExhausted => "RetriesExhausted",
+            Condition::EventAgeExceeded => "EventAgeExceeded",
+            Condition::FunctionNotFound => "FunctionNotFound",
+            Condition::DeliveryLimitExceeded => "DeliveryLimitExceeded",
+        }
+    }
+}
+
+/// The last run of an event, for records, destinations and dead letters.
+struct LastRun {
+    version: String,
+    error_type: Option<String>,
+    response: Bytes,
+}
+
+impl Engine {
+    /// Accepts an event: checks it, resolves the function (so a missing one is refused now), appends the
+    /// event to the function's queue and returns once it is durable. The response has no payload.
+    pub(crate) async fn enqueue(&self, request: InvokeRequest) -> Result<InvokeResponse, ApiError> {
+        if request.payload.len() > MAX_ASYNC_PAYLOAD_BYTES {
+            return Err(ApiError::new(
+                ErrorCode::RequestTooLarge,
+                format!(
+                    "Request must be smaller than {MAX_ASYNC_PAYLOAD_BYTES} bytes for an asynchronous (Event) invocation; this one is {} bytes",
+                    request.payload.len()
+                ),
+            ));
+        }
+        if !request.payload.is_empty()
+            && serde_json::from_slice::<serde::de::IgnoredAny>(&request.payload).is_err()
+        {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequestContent,
+                "Could not parse request body into json: the payload is not valid JSON",
+            ));
+        }
+        let qualifier = request
+            .function
+            .qualifier
+            .clone()
+            .or(request.qualifier.clone());
+        let resolved = self
+            .control
+            .resolve(&request.account, &request.function, request.qualifier)
+            .await?;
+        let header = EventHeader {
+            request_id: random_uuid().to_string(),
+            qualifier: qualifier.map(|qualifier| qualifier.to_string()),
+            enqueued_us: unix_us(),
+            retries: 0,
+            prior_attempts: 0,
+            due_ms: 0,
+            client_context: request.client_context,
+        };
+        let payload = if request.payload.is_empty() {
+            Bytes::from_static(b"{}")
+        } else {
+            request.payload
+        };
+        self.append_event(
+            &resolved.account,
+            &resolved.function_name,
+            &header,
+            &payload,
+        )
+        .await?;
+        self.sinks.state(
+            waiting_record(&resolved, &header, InvocationStatus::Queued, 0),
+            None,
+        );
+        Ok(InvokeResponse {
+            request_id: header.request_id,
+            executed_version: String::new(),
+            payload: Bytes::new(),
+            function_error: None,
+            log_tail: None,
+        })
+    }
+
+    /// Appends an event to a function's queue (durable on return) and wakes its dispatcher.
+    async fn append_event(
+        &self,
+        account: &AccountId,
+        function: &str,
+        header: &EventHeader,
+        payload: &[u8],
+    ) -> Result<u64, ApiError> {
+        let queue = self.queue(account, function).await?;
+        let offset = self
+            .log
+            .append(&queue.topic, encode_event(header, payload))
+            .await
+            .map_err(store_failure)?;
+        queue.wake.notify_one();
+        Ok(offset)
+    }
+
+    /// The running queue of a function; the first time, its name is stored and its dispatcher started.
+    async fn queue(&self, account: &AccountId, function: &str) -> Result<Arc<Queue>, ApiError> {
+        if let Some(queue) = self
+            .queues
+            .running
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .get(&(account.clone(), function.to_string()))
+        {
+            return Ok(queue.clone());
+        }
+        // Stored before the first event is appended, so a restarted server finds this queue.
+        self.control
+            .kv()
+            .put_if_absent(&queue_index_key(&account.0, function), Vec::new(), None)
+            .await
+            .map_err(store_failure)?;
+        Ok(self.start_queue(account, function))
+    }
+
+    fn start_queue(&self, account: &AccountId, function: &str) -> Arc<Queue> {
+        let mut running = self
+            .queues
+            .running
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        running
+            .entry((account.clone(), function.to_string()))
+            .or_insert_with(|| {
+                let queue = Arc::new(Queue {
+                    account: account.clone(),
+                    function: function.to_string(),
+                    topic: queue_topic(&account.0, function),
+                    wake: tokio::sync::Notify::new(),
+                    in_flight: Mutex::new(BTreeSet::new()),
+                });
+                tokio::spawn(dispatch(self.me.clone(), queue.clone()));
+                queue
+            })
+            .clone()
+    }
+
+    /// Up to `limit` entries of a function's dead-letter log, oldest first, from offset `from`.
+    pub async fn dead_letters(
+        &self,
+        account: &AccountId,
+        function: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, DeadLetter)>, ApiError> {
+        let records = self
+            .log
+            .read(&dead_letter_topic(&account.0, function), from.max(1), limit)
+            .await
+            .map_err(store_failure)?;
+        Ok(records
+            .into_iter()
+            .filter_map(|record| {
+                let letter = serde_json::from_slice(&record.payload).ok()?;
+                Some((record.offset, letter))
+            })
+            .collect())
+    }
+
+    /// Sends every dead letter of a function back to its queue as a new event (same request id, age
+    /// counted from now, retries from zero) and removes it from the dead-letter log; returns how many.
+    /// A crash in the middle can send some twice (at least once, never lost).
+    pub async fn redrive(&self, account: &AccountId, function: &str) -> Result<usize, ApiError> {
+        let _one_at_a_time = self.queues.redriving.lock().await;
+        let topic = dead_letter_topic(&account.0, function);
+        let last = self.log.last_offset(&topic).await.map_err(store_failure)?;
+        let mut from = 1;
+        let mut count = 0;
+        while from <= last {
+            let records = self
+                .log
+                .read(&topic, from, 500)
+                .await
+                .map_err(store_failure)?;
+            let Some(end) = records.last().map(|record| record.offset) else {
+                break;
+            };
+            for record in records.into_iter().filter(|record| record.offset <= last) {
+                let letter: DeadLetter = match serde_json::from_slice(&record.payload) {
+                    Ok(letter) => letter,
+                    Err(error) => {
+                        tracing::warn!(%error, offset = record.offset, topic, "unreadable dead letter left in place");
+                        continue;
+                    }
+                };
+                let qualifier = letter
+                    .qualifier
+                    .as_deref()
+                    .map(Qualifier::parse)
+                    .transpose()?;
+                let reference = FunctionRef {
+                    account: None,
+                    region: None,
+                    name: letter.function_name.clone(),
+                    qualifier: None,
+                };
+                let resolved = self.control.resolve(account, &reference, qualifier).await?;
+                let header = EventHeader {
+                    request_id: letter.request_id,
+                    qualifier: letter.qualifier,
+                    enqueued_us: unix_us(),
+                    retries: 0,
+                    prior_attempts: letter.attempts,
+                    due_ms: 0,
+                    client_context: letter.client_context,
+                };
+                self.append_event(
+                    account,
+                    &resolved.function_name,
+                    &header,
+                    letter.payload.as_bytes(),
+                )
+                .await?;
+                self.sinks.state(
+                    waiting_record(
+                        &resolved,
+                        &header,
+                        InvocationStatus::Queued,
+                        letter.attempts,
+                    ),
+                    None,
+                );
+                count += 1;
+            }
+            self.log
+                .trim(&topic, end.min(last) + 1)
+                .await
+                .map_err(store_failure)?;
+            from = end + 1;
+        }
+        Ok(count)
+    }
+
+    /// Runs one event that holds a concurrency slot, then settles it.
+    async fn run_event(&self, queue: &Queue, event: Held, resolved: Arc<Resolved>, slot: Slot) {
+        let attempts = event.attempts();
+        let version = resolved.pick(rand::random::<f64>()).clone();
+        let ready_us = event
+            .header
+            .enqueued_us
+            .max(event.header.due_ms.saturating_mul(1000));
+        let queue_delay_us = unix_us().saturating_sub(ready_us);
+        self.sinks.state(
+            waiting_record(
+                &resolved,
+                &event.header,
+                InvocationStatus::Running,
+                attempts,
+            ),
+            None,
+        );
+        let execution = self
+            .execute(
+                &resolved,
+                &version,
+                event.header.request_id.clone(),
+                event.payload.clone(),
+                event.header.client_context.clone(),
+                "Event",
+            )
+            .await;
+        drop(slot);
+        let (mut record, response) = match execution {
+            Ok(execution) => {
+                let mut log_text = execution.log_text;
+                log_text.extend_from_slice(
+                    format!(
+                        "END RequestId: {}\n{}\n",
+                        event.header.request_id,
+                        report_line(&execution.record)
+                    )
+                    .as_bytes(),
+                );
+                self.sinks.log(&queue.account.0, &queue.function, log_text);
+                (execution.record, execution.payload)
+            }
+            // The instance could not be started (missing interpreter, unreadable code): a failed run.
+            Err(error) => {
+                let mut record =
+                    waiting_record(&resolved, &event.header, InvocationStatus::Failed, attempts);
+                record.version = version.config.version.clone();
+                record.error_type = Some(error.code.aws_name().to_string());
+                let body =
+                    json!({ "errorType": error.code.aws_name(), "errorMessage": error.message });
+                (record, Bytes::from(body.to_string()))
+            }
+        };
+        record.attempts = attempts;
+        record.enqueued_ms = Some(event.header.enqueued_us / 1000);
+        record.queue_delay_us = Some(queue_delay_us);
+        let run = LastRun {
+            version: record.version.clone(),
+            error_type: record.error_type.clone(),
+            response: response.clone(),
+        };
+        let succeeded = record.status == InvocationStatus::Succeeded;
+        self.sinks.record(record, Some(response));
+        let config = resolved.event_config.clone();
+        if succeeded {
+            let destination = config
+                .as_ref()
+                .and_then(|config| config.destination_config.on_success.destination.clone());
+            if let Some(destination) = destination
+                && let Err(error) = self
+                    .deliver(&resolved, &event, "Success", Some(&run), &destination)
+                    .await
+            {
+                tracing::warn!(%error, destination, request_id = event.header.request_id, "could not deliver a success to its destination");
+            }
+            self.ack(queue, event.offset).await;
+            return;
+        }
+        let allowed_retries = config
+            .as_ref()
+            .map_or(MAX_RETRY_ATTEMPTS, |config| config.retries());
+        if event.header.retries < allowed_retries {
+            let delay = self.options.event_retry_delay * 2u32.pow(event.header.retries.min(16));
+            let retry = EventHeader {
+                retries: event.header.retries + 1,
+                prior_attempts: attempts,
+                due_ms: unix_ms() + delay.as_millis() as u64,
+                ..event.header.clone()
+            };
+            // The retry is stored before the failed record is acked: a crash in between runs it twice, never zero times.
+            while let Err(error) = self
+                .append_event(&queue.account, &queue.function, &retry, &event.payload)
+                .await
+            {
+                tracing::warn!(%error, request_id = retry.request_id, "could not queue a retry; trying again");
+                if self.queues.stopping.load(Ordering::SeqCst) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            let mut waiting = waiting_record(&resolved, &retry, InvocationStatus::Queued, attempts);
+            waiting.version = run.version.clone();
+            waiting.error_type = run.error_type.clone();
+            self.sinks.state(waiting, Some(run.response.clone()));
+            self.ack(queue, event.offset).await;
+            return;
+        }
+        self.fail(
+            queue,
+            &resolved,
+            &event,
+            Condition::RetriesExhausted,
+            Some(&run),
+        )
+        .await;
+    }
+
+    /// Ends an event that will not run (again): to the OnFailure destination, or the dead-letter log.
+    async fn fail(
+        &self,
+        queue: &Queue,
+        resolved: &Resolved,
+        event: &Held,
+        condition: Condition,
+        run: Option<&LastRun>,
+    ) {
+        let destination = resolved
+            .event_config
+            .as_ref()
+            .and_then(|config| config.destination_config.on_failure.destination.clone());
+        let mut reason = match condition {
+            Condition::RetriesExhausted => format!(
+                "the function failed {} time(s) and has no retries left",
+                event.attempts()
+            ),
+            Condition::EventAgeExceeded => format!(
+                "the event was older than the maximum event age of {} s when its turn came",
+                resolved
+                    .event_config
+                    .as_ref()
+                    .map_or(MAX_EVENT_AGE_SECONDS, |config| config.max_age_seconds())
+            ),
+            Condition::FunctionNotFound => "the function no longer exists".to_string(),
+            Condition::DeliveryLimitExceeded => format!(
+                "the server stopped during {} runs of this event; it is not run again",
+                event.deliveries - 1
+            ),
+        };
+        let mut condition_name = condition.name();
+        if let Some(destination) = destination {
+            match self
+                .deliver(resolved, event, condition.name(), run, &destination)
+                .await
+            {
+                Ok(()) => {
+                    self.ack(queue, event.offset).await;
+                    return;
+                }
+                Err(error) => {
+                    condition_name = "DestinationFailed";
+                    reason = format!(
+                        "{reason}; its OnFailure destination {destination} could not take it: {}",
+                        error.message
+                    );
+                }
+            }
+        }
+        let letter = DeadLetter {
+            request_id: event.header.request_id.clone(),
+            function_name: queue.function.clone(),
+            qualifier: event.header.qualifier.clone(),
+            condition: condition_name.to_string(),
+            reason,
+            attempts: event.attempts() - u32::from(run.is_none() && event.deliveries > 0),
+            enqueued_ms: event.header.enqueued_us / 1000,
+            failed_ms: unix_ms(),
+            error_type: run.and_then(|run| run.error_type.clone()),
+            response: run.map(|run| result_value(&run.response)),
+            payload: String::from_utf8_lossy(&event.payload).into_owned(),
+            client_context: event.header.client_context.clone(),
+        };
+        let topic = dead_letter_topic(&queue.account.0, &queue.function);
+        let bytes = serde_json::to_vec(&letter).expect("dead letters serialise");
+        while let Err(error) = self.log.append(&topic, bytes.clone()).await {
+            tracing::warn!(%error, topic, "could not store a dead letter; trying again");
+            if self.queues.stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        self.ack(queue, event.offset).await;
+    }
+
+    /// Queues Lambda's invocation record for an event's outcome as an event of the destination function.
+    async fn deliver(
+        &self,
+        resolved: &Resolved,
+        event: &Held,
+        condition: &str,
+        run: Option<&LastRun>,
+        destination: &str,
+    ) -> Result<(), ApiError> {
+        let reference = FunctionRef::parse(destination)?;
+        let target = self
+            .control
+            .resolve(&resolved.account, &reference, None)
+            .await?;
+        let function_arn = qualified_arn(
+            &self.options.region,
+            &resolved.account,
+            &resolved.function_name,
+            event.header.qualifier.as_deref().unwrap_or("$LATEST"),
+        );
+        let mut document = json!({
+            "version": "1.0",
+            "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "requestContext": {
+                "requestId": event.header.request_id,
+                "functionArn": function_arn,
+                "condition": condition,
+                "approximateInvokeCount": event.attempts(),
+            },
+            "requestPayload": result_value(&event.payload),
+        });
+        if let Some(run) = run {
+            let mut context = json!({ "statusCode": 200, "executedVersion": run.version });
+            if run.error_type.is_some() {
+                context["functionError"] = "Unhandled".into();
+            }
+            document["responseContext"] = context;
+            document["responsePayload"] = result_value(&run.response);
+        }
+        let header = EventHeader {
+            request_id: random_uuid().to_string(),
+            qualifier: reference.qualifier.map(|qualifier| qualifier.to_string()),
+            enqueued_us: unix_us(),
+            retries: 0,
+            prior_attempts: 0,
+            due_ms: 0,
+            client_context: None,
+        };
+        self.append_event(
+            &target.account,
+            &target.function_name,
+            &header,
+            document.to_string().as_bytes(),
+        )
+        .await?;
+        self.sinks.state(
+            waiting_record(&target, &header, InvocationStatus::Queued, 0),
+            None,
+        );
+        Ok(())
+    }
+
+    async fn ack(&self, queue: &Queue, offset: u64) {
+        // A failed ack leaves the record to be run again after a restart: at least once, never lost.
+        if let Err(error) = self.log.ack(&queue.topic, QUEUE_CONSUMER, offset).await {
+            tracing::warn!(%error, offset, topic = queue.topic, "could not ack an event; it will run again after a restart");
+        }
+    }
+}
+
+/// A record of an event that is waiting or running (no run has finished for this state).
+fn waiting_record(
+    resolved: &Resolved,
+    header: &EventHeader,
+    status: InvocationStatus,
+    attempts: u32,
+) -> InvocationRecord {
+    InvocationRecord {
+        request_id: header.request_id.clone(),
+        account: resolved.account.0.clone(),
+        function_name: resolved.function_name.clone(),
+        version: header
+            .qualifier
+            .clone()
+            .unwrap_or_else(|| "$LATEST".to_string()),
+        invocation_type: "Event".to_string(),
+        status,
+        error_type: None,
+        started_ms: 0,
+        duration_us: 0,
+        billed_duration_ms: 0,
+        init_duration_us: None,
+        memory_size_mb: resolved.primary.config.memory_size,
+        max_memory_used_mb: 0,
+        cold_start: false,
+        attempts,
+        enqueued_ms: Some(header.enqueued_us / 1000),
+        queue_delay_us: None,
+        result: None,
+    }
+}
+
+/// Starts the dispatchers of every queue stored by an earlier run of the server.
+pub(crate) async fn resume(engine: Weak<Engine>) {
+    let mut start_after: Option<String> = None;
+    loop {
+        let Some(engine) = engine.upgrade() else {
+            return;
+        };
+        let page = match engine
+            .control
+            .kv()
+            .scan(QUEUE_INDEX_PREFIX, start_after.as_deref(), 500)
+            .await
+        {
+            Ok(page) => page,
+            Err(error) => {
+                tracing::error!(%error, "could not list event queues; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let Some((last, _)) = page.last() else {
+            return;
+        };
+        start_after = Some(last.clone());
+        for (key, _) in &page {
+            let Some((account, function)) = key[QUEUE_INDEX_PREFIX.len()..].split_once('/') else {
+                continue;
+            };
+            match AccountId::parse(account) {
+                Ok(account) => {
+                    engine.start_queue(&account, function);
+                }
+                Err(_) => tracing::warn!(key, "queue index entry names no account"),
+            }
+        }
+    }
+}
+
+/// The dispatcher of one queue: consumes its records in order and runs each when a slot is free.
+async fn dispatch(engine: Weak<Engine>, queue: Arc<Queue>) {
+    // Consumed and due, waiting for a slot, in offset order.
+    let mut ready: VecDeque<Held> = VecDeque::new();
+    // Consumed retries not due yet, by (due time, offset).
+    let mut delayed: BTreeMap<(u64, u64), Held> = BTreeMap::new();
+    let mut consumed_up_to = 0u64;
+    let mut trimmed_before = 0u64;
+    let mut last_trim = Instant::now();
+    let reference = FunctionRef {
+        account: None,
+        region: None,
+        name: queue.function.clone(),
+        qualifier: None,
+    };
+    loop {
+        let Some(engine) = engine.upgrade() else {
+            return;
+        };
+        if engine.queues.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let held = ready.len() + delayed.len() + queue.in_flight().len();
+        let mut more = false;
+        if ready.is_empty() && held < MAX_HELD {
+            let limit = (MAX_HELD - held).min(CONSUME_BATCH);
+            match engine
+                .log
+                .consume(&queue.topic, QUEUE_CONSUMER, limit, LEASE)
+                .await
+            {
+                Ok(records) => {
+                    more = records.len() == limit;
+                    let now = unix_ms();
+                    for record in records {
+                        consumed_up_to = consumed_up_to.max(record.offset);
+                        let Some((header, payload)) = decode_event(&record.payload) else {
+                            tracing::error!(
+                                offset = record.offset,
+                                topic = queue.topic,
+                                "unreadable event record skipped"
+                            );
+                            engine.ack(&queue, record.offset).await;
+                            continue;
+                        };
+                        let event = Held {
+                            offset: record.offset,
+                            deliveries: record.deliveries,
+                            header,
+                            payload,
+                        };
+                        if event.header.due_ms > now {
+                            delayed.insert((event.header.due_ms, event.offset), event);
+                        } else {
+                            ready.push_back(event);
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, topic = queue.topic, "could not read the event queue; retrying");
+                    drop(engine);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            }
+        }
+        // Retries that are due go first: they were accepted before anything consumed after them.
+        let now = unix_ms();
+        let due: Vec<(u64, u64)> = delayed.range(..(now + 1, 0)).map(|(key, _)| *key).collect();
+        for key in due.into_iter().rev() {
+            if let Some(event) = delayed.remove(&key) {
+                ready.push_front(event);
+            }
+        }
+
+        let mut throttled = false;
+        let mut stalled = false;
+        while let Some(event) = ready.pop_front() {
+            let qualifier = match event.header.qualifier.as_deref().map(Qualifier::parse) {
+                Some(Ok(qualifier)) => Some(qualifier),
+                Some(Err(_)) | None => None,
+            };
+            let resolved = match engine
+                .control
+                .resolve(&queue.account, &reference, qualifier)
+                .await
+            {
+                Ok(resolved) => resolved,
+                Err(error) if error.code == ErrorCode::ResourceNotFound => {
+                    let engine = engine.clone();
+                    let queue = queue.clone();
+                    queue.in_flight().insert(event.offset);
+                    tokio::spawn(async move {
+                        let resolved = Resolved {
+                            account: queue.account.clone(),
+                            function_name: queue.function.clone(),
+                            invoked_arn: String::new(),
+                            primary: Arc::new(missing_version(&queue.function)),
+                            additional: None,
+                            reserved_concurrency: None,
+                            event_config: None,
+                        };
+                        engine
+                            .fail(&queue, &resolved, &event, Condition::FunctionNotFound, None)
+                            .await;
+                        queue.in_flight().remove(&event.offset);
+                        queue.wake.notify_one();
+                    });
+                    continue;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, topic = queue.topic, "could not resolve the function of an event; retrying");
+                    ready.push_front(event);
+                    stalled = true;
+                    break;
+                }
+            };
+            let max_age_ms = resolved
+                .event_config
+                .as_ref()
+                .map_or(MAX_EVENT_AGE_SECONDS, |config| config.max_age_seconds())
+                as u64
+                * 1000;
+            let condition = if now.saturating_sub(event.header.enqueued_us / 1000) > max_age_ms {
+                Some(Condition::EventAgeExceeded)
+            } else if event.deliveries > MAX_DELIVERIES {
+                Some(Condition::DeliveryLimitExceeded)
+            } else {
+                None
+            };
+            if let Some(condition) = condition {
+                queue.in_flight().insert(event.offset);
+                let engine = engine.clone();
+                let queue = queue.clone();
+                tokio::spawn(async move {
+                    let mut record = waiting_record(
+                        &resolved,
+                        &event.header,
+                        InvocationStatus::Expired,
+                        event.attempts() - 1,
+                    );
+                    if condition == Condition::DeliveryLimitExceeded {
+                        record.status = InvocationStatus::Failed;
+                        record.error_type = Some(condition.name().to_string());
+                    }
+                    engine.sinks.record(record, None);
+                    engine
+                        .fail(&queue, &resolved, &event, condition, None)
+                        .await;
+                    queue.in_flight().remove(&event.offset);
+                    queue.wake.notify_one();
+                });
+                continue;
+            }
+            match engine.acquire_slot(
+                &resolved.account,
+                &resolved.function_name,
+                resolved.reserved_concurrency,
+            ) {
+                Ok(slot) => {
+                    queue.in_flight().insert(event.offset);
+                    let engine = engine.clone();
+                    let queue = queue.clone();
+                    tokio::spawn(async move {
+                        let offset = event.offset;
+                        engine.run_event(&queue, event, resolved, slot).await;
+                        queue.in_flight().remove(&offset);
+                        queue.wake.notify_one();
+                    });
+                }
+                Err(_) => {
+                    // Throttled: the event keeps its place and waits for a slot.
+                    ready.push_front(event);
+                    throttled = true;
+                    break;
+                }
+            }
+        }
+
+        // Everything below the oldest record still held was acked: give its space back now and then.
+        if last_trim.elapsed() > Duration::from_secs(5) {
+            last_trim = Instant::now();
+            let oldest_held = ready
+                .iter()
+                .map(|event| event.offset)
+                .chain(delayed.keys().map(|(_, offset)| *offset))
+                .chain(queue.in_flight().iter().next().copied())
+                .min()
+                .unwrap_or(consumed_up_to + 1);
+            if oldest_held > trimmed_before + 1 && consumed_up_to > 0 {
+                match engine.log.trim(&queue.topic, oldest_held).await {
+                    Ok(()) => trimmed_before = oldest_held - 1,
+                    Err(error) => {
+                        tracing::warn!(%error, topic = queue.topic, "could not trim the event queue")
+                    }
+                }
+            }
+        }
+
+        if more && !throttled && !stalled {
+            continue;
+        }
+        let wait = if stalled {
+            Duration::from_secs(1)
+        } else if throttled {
+            THROTTLE_POLL
+        } else {
+            match delayed.keys().next() {
+                Some((due_ms, _)) => Duration::from_millis(due_ms.saturating_sub(unix_ms()).max(1)),
+                None => Duration::from_secs(5),
+            }
+        };
+        let slot_freed = engine.slot_freed.clone();
+        drop(engine);
+        tokio::select! {
+            _ = queue.wake.notified() => {}
+            _ = slot_freed.notified(), if throttled => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Stands in for the version of a function that no longer exists, so its events can be dead-lettered.
+fn missing_version(function: &str) -> StoredVersion {
+    StoredVersion {
+        config: FunctionConfiguration {
+            function_name: function.to_string(),
+            function_arn: String::new(),
+            runtime: String::new(),
+            role: String::new(),
+            handler: String::new(),
+            code_size: 0,
+            description: String::new(),
+            timeout: 0,
+            memory_size: 0,
+            last_modified: String::new(),
+            code_sha256: String::new(),
+            version: "$LATEST".to_string(),
+            environment: Environment::default(),
+            ephemeral_storage: EphemeralStorage {
+                size: MIN_EPHEMERAL_MB,
+            },
+            revision_id: String::new(),
+            state: String::new(),
+            last_update_status: String::new(),
+            package_type: String::new(),
+            architectures: Vec::new(),
+        },
+        code_digest: String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_record_round_trips_with_any_payload() {
+        let header = EventHeader {
+            request_id: "r-1".into(),
+            qualifier: Some("prod".into()),
+            enqueued_us: 1_700_000_000_000_000,
+            retries: 2,
+            prior_attempts: 3,
+            due_ms: 1_700_000_000_500,
+            client_context: Some("{\"a\":1}".into()),
+        };
+        for payload in [&b""[..], b"{}", b"{\"k\":[1,2,3]}", &[0u8, 255, 10][..]] {
+            let bytes = encode_event(&header, payload);
+            let (decoded, decoded_payload) = decode_event(&bytes).expect("decodes");
+            assert_eq!(decoded, header);
+            assert_eq!(&decoded_payload[..], payload);
+        }
+    }
+
+    #[test]
+    fn a_truncated_event_record_is_refused_not_misread() {
+        let bytes = encode_event(
+            &EventHeader {
+                request_id: "r".into(),
+                qualifier: None,
+                enqueued_us: 1,
+                retries: 0,
+                prior_attempts: 0,
+                due_ms: 0,
+                client_context: None,
+            },
+            b"{}",
+        );
+        for cut in [0, 3, 4, 10] {
+            assert!(decode_event(&bytes[..cut]).is_none(), "cut at {cut}");
+        }
+    }
+}
