@@ -112,6 +112,10 @@ enum Command {
         /// Print the invocation's log tail to stderr.
         #[arg(long)]
         log: bool,
+        /// Queue the invocation as an event (InvocationType Event) and print its request id; fetch its
+        /// result later with `wisp invocations get ID`.
+        #[arg(long = "async", conflicts_with = "log")]
+        event: bool,
     },
     /// List functions.
     Ls,
@@ -141,10 +145,22 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         limit: u64,
     },
-    /// List recent invocation records of a function.
+    /// List recent invocation records of a function, or show one by request id (`get ID`).
+    #[command(args_conflicts_with_subcommands = true)]
     Invocations {
-        function: String,
+        #[command(subcommand)]
+        command: Option<InvocationsCommand>,
+        function: Option<String>,
         #[arg(long, default_value_t = 20)]
+        limit: u64,
+    },
+    /// List a function's dead-letter log (async events that failed or expired), or send it again.
+    Dlq {
+        function: String,
+        /// Queue every dead letter again as a new event, and empty the log.
+        #[arg(long)]
+        redrive: bool,
+        #[arg(long, default_value_t = 100)]
         limit: u64,
     },
     /// Delete a function (or one version with --qualifier).
@@ -162,6 +178,17 @@ enum Command {
     /// The sandbox launcher (started by the server, not by people).
     #[command(hide = true)]
     Launch,
+}
+
+#[derive(Subcommand)]
+enum InvocationsCommand {
+    /// Show one invocation's record (state, attempts, timings) and its result.
+    Get {
+        request_id: String,
+        /// Wait until the invocation has finished (for events still queued or running).
+        #[arg(long)]
+        wait: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -330,6 +357,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             payload_file,
             qualifier,
             log,
+            event,
         } => {
             let payload = match (payload, payload_file) {
                 (Some(text), _) => text.into_bytes(),
@@ -345,9 +373,21 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             if log {
                 headers.push(("x-amz-log-type", "Tail".to_string()));
             }
+            if event {
+                headers.push(("x-amz-invocation-type", "Event".to_string()));
+            }
             let reply = client.send(Method::POST, &path, &headers, payload).await?;
             if !(200..300).contains(&reply.status) {
                 bail!("{}", reply.error_line());
+            }
+            if event {
+                let request_id = reply.header("x-amzn-requestid").unwrap_or("?");
+                if json_output {
+                    print(&json!({ "StatusCode": reply.status, "RequestId": request_id }));
+                } else {
+                    println!("{request_id}");
+                }
+                return Ok(0);
             }
             if let Some(tail) = reply.header("x-amz-log-result") {
                 let text = base64::engine::general_purpose::STANDARD
@@ -468,7 +508,113 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 next = page["NextOffset"].as_u64();
             }
         }
-        Command::Invocations { function, limit } => {
+        Command::Invocations {
+            command: Some(InvocationsCommand::Get { request_id, wait }),
+            ..
+        } => {
+            let path = format!("/wisp/v1/invocations/{}", segment(&request_id));
+            let started = std::time::Instant::now();
+            let record = loop {
+                let reply = client.send(Method::GET, &path, &[], Vec::new()).await?;
+                // Just after a crash the newest records may not be stored yet; an event's record
+                // reappears when it runs.
+                if wait && reply.status == 404 && started.elapsed() < Duration::from_secs(10) {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+                if !(200..300).contains(&reply.status) {
+                    bail!("{}", reply.error_line());
+                }
+                let record = reply.json()?;
+                let finished = !matches!(record["status"].as_str(), Some("queued" | "running"));
+                if !wait || finished {
+                    break record;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            };
+            if json_output {
+                print(&record);
+            } else {
+                for (label, field) in [
+                    ("request id", "request_id"),
+                    ("function", "function_name"),
+                    ("version", "version"),
+                    ("type", "invocation_type"),
+                    ("status", "status"),
+                    ("attempts", "attempts"),
+                    ("error", "error_type"),
+                    ("duration µs", "duration_us"),
+                    ("billed ms", "billed_duration_ms"),
+                ] {
+                    let value = &record[field];
+                    if !value.is_null() {
+                        println!("{label:<12} {}", value.as_str().map_or_else(|| value.to_string(), str::to_string));
+                    }
+                }
+                if !record["result"].is_null() {
+                    println!("{:<12} {}", "result", record["result"]);
+                }
+            }
+            if matches!(record["status"].as_str(), Some("failed" | "timed_out" | "expired")) {
+                return Ok(2);
+            }
+        }
+        Command::Dlq {
+            function,
+            redrive,
+            limit,
+        } => {
+            let base = format!("/wisp/v1/functions/{}/dlq", segment(&function));
+            if redrive {
+                let reply = client
+                    .call(Method::POST, &format!("{base}/redrive"), None)
+                    .await?
+                    .json()?;
+                if json_output {
+                    print(&reply);
+                } else {
+                    println!(
+                        "sent {} event(s) of {function} back to its queue",
+                        reply["Redriven"].as_u64().unwrap_or(0)
+                    );
+                }
+                return Ok(0);
+            }
+            let page = client
+                .call(Method::GET, &format!("{base}?limit={limit}"), None)
+                .await?
+                .json()?;
+            let letters = page["DeadLetters"].as_array().cloned().unwrap_or_default();
+            if json_output {
+                print(&Value::Array(letters));
+            } else {
+                println!(
+                    "{:<36} {:<22} {:>8}  {:<24} PAYLOAD",
+                    "REQUEST ID", "CONDITION", "ATTEMPTS", "ERROR"
+                );
+                for letter in letters {
+                    let mut payload = letter["Payload"].as_str().unwrap_or("").to_string();
+                    if payload.len() > 60 {
+                        let cut = (0..=60).rev().find(|index| payload.is_char_boundary(*index)).unwrap_or(0);
+                        payload.truncate(cut);
+                        payload.push('…');
+                    }
+                    println!(
+                        "{:<36} {:<22} {:>8}  {:<24} {payload}",
+                        letter["RequestId"].as_str().unwrap_or("?"),
+                        letter["Condition"].as_str().unwrap_or("?"),
+                        letter["Attempts"].as_u64().unwrap_or(0),
+                        letter["ErrorType"].as_str().unwrap_or(""),
+                    );
+                }
+            }
+        }
+        Command::Invocations {
+            function, limit, ..
+        } => {
+            let Some(function) = function else {
+                bail!("name a function (wisp invocations FN) or a request id (wisp invocations get ID)");
+            };
             let page = client
                 .call(
                     Method::GET,

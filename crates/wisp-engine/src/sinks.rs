@@ -156,12 +156,18 @@ async fn write_batches(
 
 fn keep_by_id(
     by_id: &mut HashMap<String, Vec<u8>>,
-    mut record: InvocationRecord,
+    record: InvocationRecord,
     result: Option<Bytes>,
 ) {
+    let (key, value) = by_id_entry(record, result);
+    by_id.insert(key, value);
+}
+
+/// The key and value under which a record is kept by request id.
+pub fn by_id_entry(mut record: InvocationRecord, result: Option<Bytes>) -> (String, Vec<u8>) {
     record.result = result.map(|bytes| result_value(&bytes));
-    by_id.insert(
+    (
         record_key(&record.account, &record.request_id),
         serde_json::to_vec(&record).expect("records serialise"),
-    );
+    )
 }
