@@ -83,7 +83,7 @@ async fn logs(
     ))
 }
 
-/// The most recent invocation records of a function, newest first.
+/// The most recent invocation records of a function, newest first, and how many were ever recorded.
 async fn invocations(
     State(state): State<Arc<ApiState>>,
     Extension(Caller(account)): Extension<Caller>,
@@ -109,9 +109,10 @@ async fn invocations(
         .filter_map(|record| serde_json::from_slice(&record.payload).ok())
         .collect();
     invocations.reverse();
+    // Records are never trimmed, so the last offset counts every recorded run of the function.
     Ok(json_response(
         StatusCode::OK,
-        &json!({ "Invocations": invocations }),
+        &json!({ "Invocations": invocations, "Recorded": last }),
     ))
 }
 

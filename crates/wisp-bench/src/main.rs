@@ -4,10 +4,14 @@
 //! 1. warm invoke latency (p50 / p99, concurrency 1) of a no-op `provided` function against a bare
 //!    hyper echo server answering the same request;
 //! 2. cold start of a `provided` and a `python3.12` function against spawning the bare process;
-//! 3. sustained warm invokes per second at several concurrencies against the bare hyper server.
+//! 3. sustained warm invokes per second at several concurrencies against the bare hyper server;
+//! 4. async invocations: durable enqueue rate against one fsync per event, end-to-end async throughput,
+//!    and enqueue-to-start latency ([`asynchronous`]).
 //!
 //! Everything runs on loopback; every loop is bounded by a count or a deadline. The server is
 //! started on a free port with a fresh data directory and stopped at the end.
+
+mod asynchronous;
 
 use std::io::{BufRead, BufReader, Write as _};
 use std::net::SocketAddr;
@@ -61,7 +65,13 @@ struct Cli {
     /// Threads of the benchmark client's own runtime.
     #[arg(long, default_value_t = 1)]
     client_threads: usize,
-    /// Skip sections: any of latency, cold, throughput.
+    /// Events sent end to end in the async section.
+    #[arg(long, default_value_t = 20_000)]
+    events: usize,
+    /// Events sent one at a time to measure enqueue-to-start latency.
+    #[arg(long, default_value_t = 500)]
+    latency_events: usize,
+    /// Skip sections: any of latency, cold, throughput, async.
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
     #[command(subcommand)]
@@ -210,7 +220,7 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-fn start_wisp(wisp: &Path) -> anyhow::Result<(Process, SocketAddr, PathBuf)> {
+fn start_wisp(wisp: &Path, extra: &[&str]) -> anyhow::Result<(Process, SocketAddr, PathBuf)> {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_nanos();
@@ -224,6 +234,7 @@ fn start_wisp(wisp: &Path) -> anyhow::Result<(Process, SocketAddr, PathBuf)> {
     command
         .args(["serve", "--listen", &listen, "--dev", "--data"])
         .arg(&data)
+        .args(extra)
         .stderr(log);
     let (process, url) = Process::start("wisp", command, "wisp listening on ", Some(scratch))?;
     let addr = url
@@ -633,18 +644,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     println!("machine: {}", machine());
 
     let (echo, echo_addr) = start_echo()?;
-    let (wisp, wisp_addr, wisp_log) = start_wisp(&cli.wisp)?;
+    let (wisp, wisp_addr, wisp_log) = start_wisp(&cli.wisp, &[])?;
     println!(
         "wisp: {} on {wisp_addr} (log {}); bare hyper echo on {echo_addr}",
         cli.wisp.display(),
         wisp_log.display()
     );
-    let result = sections(&cli, &skip, &bootstrap, echo_addr, wisp_addr).await;
+    // The baseline of the async section: the same server with group commit turned off.
+    let baseline = if skip("async") {
+        None
+    } else {
+        Some(start_wisp(&cli.wisp, &["--store-max-batch", "1"])?)
+    };
+    let baseline_addr = baseline.as_ref().map(|(_, addr, _)| *addr);
+    let result = sections(&cli, &skip, &bootstrap, echo_addr, wisp_addr, baseline_addr).await;
     if result.is_err() {
         let log = std::fs::read_to_string(&wisp_log).unwrap_or_default();
         let start = log.len().saturating_sub(4000);
         eprintln!("--- last lines of the wisp log ---\n{}", &log[start..]);
     }
+    drop(baseline);
     drop(wisp);
     drop(echo);
     result
@@ -656,6 +675,7 @@ async fn sections(
     bootstrap: &[u8],
     echo_addr: SocketAddr,
     wisp_addr: SocketAddr,
+    baseline_addr: Option<SocketAddr>,
 ) -> anyhow::Result<()> {
     let noop_zip = zip_of(&[("bootstrap", bootstrap, 0o755)])?;
     create_function(wisp_addr, NOOP, "provided.al2023", &noop_zip).await?;
@@ -812,6 +832,10 @@ async fn sections(
                 verdict(wisp.per_second >= 20_000.0)
             );
         }
+    }
+
+    if let Some(baseline_addr) = baseline_addr {
+        asynchronous::section(cli, wisp_addr, baseline_addr, &noop_zip).await?;
     }
     Ok(())
 }
