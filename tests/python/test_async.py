@@ -360,3 +360,16 @@ def test_an_event_older_than_its_maximum_age_is_not_run(server, client, deploy):
     assert letter["Attempts"] == 0
     done = wait_for_record(server, request_id)
     assert done["status"] == "expired"
+
+
+def test_a_synchronous_invoke_has_a_record_with_its_result_too(server, client, deploy):
+    name = deploy(FLAKY, environment={"FAILURES": "1"})["FunctionName"]
+    failed = client.invoke(FunctionName=name, Payload=b'{"sync": 1}')
+    assert failed["FunctionError"] == "Unhandled"
+    body = wait_for_record(server, failed["ResponseMetadata"]["RequestId"])
+    assert (body["status"], body["invocation_type"], body["attempts"]) == ("failed", "RequestResponse", 1)
+    assert body["result"]["errorType"] == "RuntimeError"
+    echo = deploy(ECHO)["FunctionName"]
+    succeeded = client.invoke(FunctionName=echo, Payload=b'{"sync": 2}')
+    body = wait_for_record(server, succeeded["ResponseMetadata"]["RequestId"])
+    assert body["status"] == "succeeded" and body["result"] == {"sync": 2}
