@@ -2,6 +2,7 @@
 //! directory and drives it with aws-sdk-rust over plain HTTP.
 
 mod concurrency;
+mod events;
 mod python;
 mod restart;
 mod sdk;
