@@ -548,14 +548,22 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 ] {
                     let value = &record[field];
                     if !value.is_null() {
-                        println!("{label:<12} {}", value.as_str().map_or_else(|| value.to_string(), str::to_string));
+                        println!(
+                            "{label:<12} {}",
+                            value
+                                .as_str()
+                                .map_or_else(|| value.to_string(), str::to_string)
+                        );
                     }
                 }
                 if !record["result"].is_null() {
                     println!("{:<12} {}", "result", record["result"]);
                 }
             }
-            if matches!(record["status"].as_str(), Some("failed" | "timed_out" | "expired")) {
+            if matches!(
+                record["status"].as_str(),
+                Some("failed" | "timed_out" | "expired")
+            ) {
                 return Ok(2);
             }
         }
@@ -595,7 +603,10 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 for letter in letters {
                     let mut payload = letter["Payload"].as_str().unwrap_or("").to_string();
                     if payload.len() > 60 {
-                        let cut = (0..=60).rev().find(|index| payload.is_char_boundary(*index)).unwrap_or(0);
+                        let cut = (0..=60)
+                            .rev()
+                            .find(|index| payload.is_char_boundary(*index))
+                            .unwrap_or(0);
                         payload.truncate(cut);
                         payload.push('…');
                     }
@@ -613,7 +624,9 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             function, limit, ..
         } => {
             let Some(function) = function else {
-                bail!("name a function (wisp invocations FN) or a request id (wisp invocations get ID)");
+                bail!(
+                    "name a function (wisp invocations FN) or a request id (wisp invocations get ID)"
+                );
             };
             let page = client
                 .call(

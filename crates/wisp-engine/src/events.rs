@@ -465,6 +465,7 @@ impl Engine {
             .execute(
                 &resolved,
                 &version,
+                None,
                 event.header.request_id.clone(),
                 event.payload.clone(),
                 event.header.client_context.clone(),

@@ -233,6 +233,7 @@ impl Engine {
             .execute(
                 &resolved,
                 &version,
+                None,
                 request_id.clone(),
                 request.payload,
                 request.client_context,
@@ -265,21 +266,27 @@ impl Engine {
         })
     }
 
-    /// Runs one invocation on a warm or new instance of `version` (the caller holds its concurrency slot)
-    /// and returns the instance to its pool, or stops it if it failed.
+    /// Runs one invocation (the caller holds its concurrency slot) on `instance` — an instance of
+    /// `version` the caller already has, with whether it was started for this invocation — or else on a
+    /// warm or new one; then returns the instance to its pool, or stops it if it failed.
+    #[allow(clippy::too_many_arguments)]
     async fn execute(
         &self,
         resolved: &Resolved,
         version: &Arc<StoredVersion>,
+        instance: Option<(Arc<Instance>, bool)>,
         request_id: String,
         payload: Bytes,
         client_context: Option<String>,
         invocation_type: &str,
     ) -> Result<Execution, ApiError> {
         let pool = self.pool(&resolved.account, &resolved.function_name, version);
-        let (instance, cold) = match self.take_idle(&pool) {
-            Some(instance) => (instance, false),
-            None => (self.start_instance(&pool).await?, true),
+        let (instance, cold) = match instance {
+            Some(given) => given,
+            None => match self.take_idle(&pool) {
+                Some(instance) => (instance, false),
+                None => (self.start_instance(&pool).await?, true),
+            },
         };
 
         let payload = if payload.is_empty() {
