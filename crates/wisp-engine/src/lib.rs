@@ -8,6 +8,7 @@
 pub mod code;
 pub mod events;
 pub mod instance;
+pub mod provisioned;
 pub mod sinks;
 
 use std::collections::HashMap;
@@ -139,6 +140,7 @@ pub struct Engine {
     concurrency: Concurrency,
     /// Notified whenever a concurrency slot is released (throttled events wait for it).
     slot_freed: Arc<tokio::sync::Notify>,
+    provisioned: provisioned::Provisioned,
     python_runtime_dir: PathBuf,
     node_runtime_dir: PathBuf,
     log: Arc<dyn Log>,
@@ -168,6 +170,7 @@ impl Engine {
             pools: Mutex::new(HashMap::new()),
             concurrency: Concurrency::default(),
             slot_freed: Arc::new(tokio::sync::Notify::new()),
+            provisioned: provisioned::Provisioned::default(),
             python_runtime_dir,
             node_runtime_dir,
             log,
@@ -176,6 +179,10 @@ impl Engine {
         tokio::spawn(reap_idle(Arc::downgrade(&engine)));
         tokio::spawn(events::resume(Arc::downgrade(&engine)));
         tokio::spawn(retire_changed(Arc::downgrade(&engine), control.subscribe()));
+        tokio::spawn(provisioned::follow_changes(
+            Arc::downgrade(&engine),
+            control.subscribe(),
+        ));
         Ok(engine)
     }
 
@@ -277,7 +284,11 @@ impl Engine {
         invocation_type: &str,
     ) -> Result<Execution, ApiError> {
         let pool = self.pool(&resolved.account, &resolved.function_name, version);
-        let (instance, cold) = match self.take_idle(&pool) {
+        let warm = self
+            .provisioned
+            .take(&pool.key)
+            .or_else(|| self.take_idle(&pool));
+        let (instance, cold) = match warm {
             Some(instance) => (instance, false),
             None => (self.start_instance(&pool).await?, true),
         };
@@ -366,7 +377,10 @@ impl Engine {
             result: None,
         };
         if reusable && !instance.has_exited() {
-            self.return_idle(&pool, instance);
+            let grace = self.options.shutdown_grace;
+            if let Some(instance) = self.provisioned.give_back(&pool.key, instance, grace) {
+                self.return_idle(&pool, instance);
+            }
         } else {
             let grace = self.options.shutdown_grace;
             tokio::spawn(async move { instance.stop(grace, "failed").await });
@@ -485,6 +499,15 @@ impl Engine {
     }
 
     async fn start_instance(&self, pool: &Pool) -> Result<Arc<Instance>, ApiError> {
+        self.start_instance_as(pool, "on-demand").await
+    }
+
+    /// Starts an instance; `initialization_type` is `on-demand` or `provisioned-concurrency`.
+    async fn start_instance_as(
+        &self,
+        pool: &Pool,
+        initialization_type: &str,
+    ) -> Result<Arc<Instance>, ApiError> {
         let version = &pool.version;
         let config = &version.config;
         let family = RuntimeCatalog::family(&config.runtime)?;
@@ -550,7 +573,7 @@ impl Engine {
             ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{}", config.function_name)),
             ("AWS_LAMBDA_LOG_STREAM_NAME", log_stream),
             ("AWS_LAMBDA_RUNTIME_API", wisp_sandbox::RUNTIME_API_ADDRESS.to_string()),
-            ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".to_string()),
+            ("AWS_LAMBDA_INITIALIZATION_TYPE", initialization_type.to_string()),
             ("AWS_EXECUTION_ENV", format!("AWS_Lambda_{}", config.runtime)),
             ("AWS_REGION", region.clone()),
             ("AWS_DEFAULT_REGION", region.clone()),
@@ -624,6 +647,7 @@ impl Engine {
     /// in their queues and run again after the next start.
     pub async fn shutdown(&self) {
         self.queues.stop();
+        self.shutdown_provisioned().await;
         let pools: Vec<Arc<Pool>> = self
             .pools
             .lock()
