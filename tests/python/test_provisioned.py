@@ -51,13 +51,13 @@ def eventually(check, timeout=30, interval=0.1):
 def create_versioned(client, source=SLOW_INIT, versions=1, prefix="pc", **arguments):
     """A function with `versions` published versions; returns its name."""
     name = unique_name(prefix)
+    arguments.setdefault("Timeout", 30)
     client.create_function(
         FunctionName=name,
         Runtime=PYTHON_RUNTIME,
         Role=ROLE,
         Handler="handler.handler",
         Code={"ZipFile": python_zip(source)},
-        Timeout=30,
         **arguments,
     )
     wait_until_ready(client, name)
@@ -329,6 +329,20 @@ def test_a_killed_provisioned_instance_is_replaced(lambda_client, versioned):
     assert config["AvailableProvisionedConcurrentExecutions"] == 2
     _, payload = invoke(lambda_client, name, {}, Qualifier="1")
     assert payload["init_type"] == "provisioned-concurrency"
+
+
+def test_a_provisioned_instance_killed_for_its_timeout_is_replaced(lambda_client, versioned):
+    name = versioned(Timeout=2)
+    lambda_client.put_provisioned_concurrency_config(FunctionName=name, Qualifier="1", ProvisionedConcurrentExecutions=1)
+    wait_ready(lambda_client, name, "1")
+    _, first = invoke(lambda_client, name, {}, Qualifier="1")
+    response, _ = invoke(lambda_client, name, {"sleep": 5}, Qualifier="1")
+    assert response.get("FunctionError") == "Unhandled", response
+    config = wait_ready(lambda_client, name, "1")
+    assert config["AvailableProvisionedConcurrentExecutions"] == 1
+    _, after = invoke(lambda_client, name, {}, Qualifier="1")
+    assert after["init_type"] == "provisioned-concurrency"
+    assert after["instance"] != first["instance"], "the timed-out instance was not replaced"
 
 
 def test_changing_the_count_scales_up_and_down(lambda_client, versioned):
