@@ -65,6 +65,7 @@ pub fn routes() -> Router<Arc<ApiState>> {
             get(get_concurrency),
         )
         .merge(crate::event_config::routes())
+        .merge(crate::provisioned::routes())
 }
 
 /// A function named in a path: a name, or a (partial) ARN; returns the name and any qualifier in it.

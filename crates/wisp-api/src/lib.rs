@@ -7,6 +7,7 @@
 pub mod auth;
 mod event_config;
 mod lambda;
+mod provisioned;
 mod wisp;
 
 use std::sync::Arc;

@@ -163,6 +163,18 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         limit: u64,
     },
+    /// Show, set or remove provisioned concurrency: without --qualifier, list the function's
+    /// configurations; with it, show one, or set it with --count N, or remove it with --delete.
+    Provisioned {
+        function: String,
+        #[arg(long)]
+        qualifier: Option<String>,
+        /// Instances to keep initialised.
+        #[arg(long, requires = "qualifier", conflicts_with = "delete")]
+        count: Option<u32>,
+        #[arg(long, requires = "qualifier")]
+        delete: bool,
+    },
     /// Delete a function (or one version with --qualifier).
     Rm {
         function: String,
@@ -482,6 +494,12 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             }
         }
         Command::Alias { command } => alias(&client, command, json_output).await?,
+        Command::Provisioned {
+            function,
+            qualifier,
+            count,
+            delete,
+        } => provisioned(&client, &function, qualifier, count, delete, json_output).await?,
         Command::Logs {
             function,
             follow,
@@ -695,6 +713,90 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
     }
     Ok(0)
+}
+
+async fn provisioned(
+    client: &Client,
+    function: &str,
+    qualifier: Option<String>,
+    count: Option<u32>,
+    delete: bool,
+    json_output: bool,
+) -> anyhow::Result<()> {
+    let base = format!(
+        "/2019-09-30/functions/{}/provisioned-concurrency",
+        segment(function)
+    );
+    let line = |config: &Value, qualifier: &str| {
+        let mut text = format!(
+            "{:<24} {:>9} {:>9} {:>9}  {}",
+            qualifier,
+            config["RequestedProvisionedConcurrentExecutions"],
+            config["AllocatedProvisionedConcurrentExecutions"],
+            config["AvailableProvisionedConcurrentExecutions"],
+            config["Status"].as_str().unwrap_or("?"),
+        );
+        if let Some(reason) = config["StatusReason"].as_str() {
+            text.push_str(&format!("  {reason}"));
+        }
+        text
+    };
+    let header = format!(
+        "{:<24} {:>9} {:>9} {:>9}  STATUS",
+        "QUALIFIER", "REQUESTED", "ALLOCATED", "AVAILABLE"
+    );
+    let Some(qualifier) = qualifier else {
+        let mut configs = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let mut path = format!("{base}?List=ALL&MaxItems=50");
+            if let Some(marker) = &marker {
+                path.push_str(&format!("&Marker={}", segment(marker)));
+            }
+            let page = client.call(Method::GET, &path, None).await?.json()?;
+            configs.extend(
+                page["ProvisionedConcurrencyConfigs"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default(),
+            );
+            match page["NextMarker"].as_str() {
+                Some(next) => marker = Some(next.to_string()),
+                None => break,
+            }
+        }
+        if json_output {
+            println!("{}", serde_json::to_string_pretty(&configs)?);
+        } else {
+            println!("{header}");
+            for config in &configs {
+                let arn = config["FunctionArn"].as_str().unwrap_or("?");
+                println!("{}", line(config, arn.rsplit(':').next().unwrap_or(arn)));
+            }
+        }
+        return Ok(());
+    };
+    let path = format!("{base}?Qualifier={}", segment(&qualifier));
+    if delete {
+        client.call(Method::DELETE, &path, None).await?;
+        if !json_output {
+            println!("removed provisioned concurrency of {function}:{qualifier}");
+        }
+        return Ok(());
+    }
+    let config = match count {
+        Some(count) => {
+            let body = json!({ "ProvisionedConcurrentExecutions": count });
+            client.call(Method::PUT, &path, Some(&body)).await?.json()?
+        }
+        None => client.call(Method::GET, &path, None).await?.json()?,
+    };
+    if json_output {
+        println!("{}", serde_json::to_string_pretty(&config)?);
+    } else {
+        println!("{header}\n{}", line(&config, &qualifier));
+    }
+    Ok(())
 }
 
 async fn alias(client: &Client, command: AliasCommand, json_output: bool) -> anyhow::Result<()> {

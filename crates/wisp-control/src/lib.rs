@@ -7,9 +7,11 @@
 //!
 //! Key layout (all under the account, so an account's data is one prefix):
 //! `fn/{account}/{name}` → [`StoredFunction`], `ver/{account}/{name}/{version:020}` → [`StoredVersion`],
-//! `alias/{account}/{name}/{alias}` → [`AliasConfiguration`].
+//! `alias/{account}/{name}/{alias}` → [`AliasConfiguration`],
+//! `pc/{account}/{name}/{qualifier}` → [`StoredProvisionedConcurrency`] (see [`provisioned`]).
 
 pub mod event_config;
+pub mod provisioned;
 pub mod runtimes;
 
 use std::collections::{BTreeMap, HashMap};
@@ -21,6 +23,7 @@ use wisp_store::{Blobs, Digest, Kv, StoreError};
 use wisp_types::*;
 
 pub use event_config::EventInvokeInput;
+pub use provisioned::ProvisionedTarget;
 pub use runtimes::{Interpreter, RuntimeCatalog, RuntimeFamily};
 
 /// Settings of the control plane.
@@ -750,12 +753,21 @@ impl ControlPlane {
                         "version {version} of {name} does not exist"
                     )));
                 }
+                self.kv
+                    .delete(&provisioned::provisioned_key(account, name, &version))
+                    .await
+                    .map_err(store_error)?;
                 self.forget(account, name);
                 Ok(())
             }
             None => {
-                // Aliases and versions first, the head last: a crash in between leaves a function that can be deleted again.
-                for prefix in [alias_prefix(account, name), version_prefix(account, name)] {
+                // Provisioned concurrency, aliases and versions first, the head last: a crash in between
+                // leaves a function that can be deleted again.
+                for prefix in [
+                    format!("pc/{account}/{name}/"),
+                    alias_prefix(account, name),
+                    version_prefix(account, name),
+                ] {
                     loop {
                         let entries = self
                             .kv
@@ -791,6 +803,12 @@ impl ControlPlane {
         if reserved > limit {
             return Err(ApiError::invalid(format!(
                 "ReservedConcurrentExecutions {reserved} exceeds the account's concurrency limit of {limit}"
+            )));
+        }
+        let provisioned = self.provisioned_total(account, name).await?;
+        if reserved < provisioned {
+            return Err(ApiError::invalid(format!(
+                "ReservedConcurrentExecutions {reserved} is less than the provisioned concurrency of {name} ({provisioned}); lower the provisioned concurrency first"
             )));
         }
         self.modify_function(account, name, |function| {
@@ -930,6 +948,17 @@ impl ControlPlane {
     ) -> Result<AliasConfiguration, ApiError> {
         self.check_alias_target(account, name, &input).await?;
         self.load_function(account, name).await?;
+        if input.function_version.is_some() || input.routing.is_some() {
+            let mut moved = self.get_alias(account, name, alias).await?;
+            if let Some(version) = &input.function_version {
+                moved.function_version = version.clone();
+            }
+            if let Some(routing) = &input.routing {
+                moved.routing_config =
+                    (!routing.additional_version_weights.is_empty()).then(|| routing.clone());
+            }
+            self.check_alias_move(account, name, &moved).await?;
+        }
         let key = alias_key(account, name, alias);
         let missing = || {
             ApiError::not_found(format!(
@@ -977,7 +1006,11 @@ impl ControlPlane {
     ) -> Result<(), ApiError> {
         validate_alias_name(alias)?;
         self.load_function(account, name).await?;
-        // Lambda answers 204 whether or not the alias existed.
+        // Lambda answers 204 whether or not the alias existed; its provisioned concurrency goes with it.
+        self.kv
+            .delete(&provisioned::provisioned_key(account, name, alias))
+            .await
+            .map_err(store_error)?;
         self.kv
             .delete(&alias_key(account, name, alias))
             .await

@@ -151,6 +151,75 @@ impl Instance {
         self.stopping.load(Ordering::Relaxed)
     }
 
+    /// Waits, within the init limit, until the runtime asks for its first invocation: how a
+    /// provisioned instance is initialised before anyone invokes it. No invocation of it reports
+    /// an init duration afterwards, since no caller waited for the init. On failure the instance
+    /// is killed and the error says why (`Runtime.InitError: …`).
+    pub async fn wait_initialised(&self) -> Result<Duration, String> {
+        let mut state = self.state.clone();
+        let mut exited = self.exited.clone();
+        let outcome = tokio::time::timeout(INIT_TIMEOUT, async {
+            loop {
+                if exited.borrow().is_some() {
+                    return Err(None);
+                }
+                match &*state.borrow_and_update() {
+                    RuntimeState::Ready(at) => return Ok(*at),
+                    RuntimeState::InitFailed { error_type, body } => {
+                        return Err(Some((error_type.clone(), body.clone())));
+                    }
+                    RuntimeState::Initializing => {}
+                }
+                tokio::select! {
+                    _ = state.changed() => {}
+                    _ = exited.changed() => {}
+                }
+            }
+        })
+        .await;
+        let (error_type, body) = match outcome {
+            Ok(Ok(ready_at)) => {
+                self.init_reported.store(true, Ordering::Relaxed);
+                return Ok(ready_at.duration_since(self.spawned_at));
+            }
+            Ok(Err(reported)) => {
+                self.kill(nix::sys::signal::Signal::SIGKILL);
+                let report = self.wait_exit(Duration::from_secs(2)).await;
+                match reported {
+                    Some(reported) => reported,
+                    None => init_exit_error("provisioned-init", report.as_ref()),
+                }
+            }
+            Err(_) => {
+                self.kill(nix::sys::signal::Signal::SIGKILL);
+                let message = format!(
+                    "Runtime failed to initialise within {} seconds",
+                    INIT_TIMEOUT.as_secs()
+                );
+                (
+                    "Runtime.InitError".to_string(),
+                    error_document("Runtime.InitError", &message),
+                )
+            }
+        };
+        let message = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|document| document["errorMessage"].as_str().map(str::to_string))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        // No invocation was involved: drop the `RequestId: … Error:` prefix of exit messages.
+        let message = match message.split_once(" Error: ") {
+            Some((prefix, rest)) if prefix.starts_with("RequestId: ") => rest.to_string(),
+            _ => message,
+        };
+        Err(format!("{error_type}: {message}"))
+    }
+
+    /// Waits until the instance's process has exited.
+    pub async fn wait_exited(&self) {
+        let mut exited = self.exited.clone();
+        let _ = exited.wait_for(Option::is_some).await;
+    }
+
     /// Runs one invocation. `timeout` is the function's; init has its own limit before it.
     pub async fn run(
         &self,

@@ -8,6 +8,7 @@
 pub mod code;
 pub mod events;
 pub mod instance;
+pub mod provisioned;
 pub mod sinks;
 
 use std::collections::HashMap;
@@ -139,6 +140,7 @@ pub struct Engine {
     concurrency: Concurrency,
     /// Notified whenever a concurrency slot is released (throttled events wait for it).
     slot_freed: Arc<tokio::sync::Notify>,
+    provisioned: provisioned::Provisioned,
     python_runtime_dir: PathBuf,
     node_runtime_dir: PathBuf,
     log: Arc<dyn Log>,
@@ -168,6 +170,7 @@ impl Engine {
             pools: Mutex::new(HashMap::new()),
             concurrency: Concurrency::default(),
             slot_freed: Arc::new(tokio::sync::Notify::new()),
+            provisioned: provisioned::Provisioned::default(),
             python_runtime_dir,
             node_runtime_dir,
             log,
@@ -176,6 +179,10 @@ impl Engine {
         tokio::spawn(reap_idle(Arc::downgrade(&engine)));
         tokio::spawn(events::resume(Arc::downgrade(&engine)));
         tokio::spawn(retire_changed(Arc::downgrade(&engine), control.subscribe()));
+        tokio::spawn(provisioned::follow_changes(
+            Arc::downgrade(&engine),
+            control.subscribe(),
+        ));
         Ok(engine)
     }
 
@@ -283,7 +290,7 @@ impl Engine {
         let pool = self.pool(&resolved.account, &resolved.function_name, version);
         let (instance, cold) = match instance {
             Some(given) => given,
-            None => match self.take_idle(&pool) {
+            None => match self.take_warm(&pool) {
                 Some(instance) => (instance, false),
                 None => (self.start_instance(&pool).await?, true),
             },
@@ -373,7 +380,10 @@ impl Engine {
             result: None,
         };
         if reusable && !instance.has_exited() {
-            self.return_idle(&pool, instance);
+            let grace = self.options.shutdown_grace;
+            if let Some(instance) = self.provisioned.give_back(&pool.key, instance, grace) {
+                self.return_idle(&pool, instance);
+            }
         } else {
             let grace = self.options.shutdown_grace;
             tokio::spawn(async move { instance.stop(grace, "failed").await });
@@ -460,6 +470,13 @@ impl Engine {
             .clone()
     }
 
+    /// A warm instance of the pool's version: a provisioned one first, else an idle on-demand one.
+    fn take_warm(&self, pool: &Pool) -> Option<Arc<Instance>> {
+        self.provisioned
+            .take(&pool.key)
+            .or_else(|| self.take_idle(pool))
+    }
+
     fn take_idle(&self, pool: &Pool) -> Option<Arc<Instance>> {
         let mut idle = pool
             .idle
@@ -492,6 +509,15 @@ impl Engine {
     }
 
     async fn start_instance(&self, pool: &Pool) -> Result<Arc<Instance>, ApiError> {
+        self.start_instance_as(pool, "on-demand").await
+    }
+
+    /// Starts an instance; `initialization_type` is `on-demand` or `provisioned-concurrency`.
+    async fn start_instance_as(
+        &self,
+        pool: &Pool,
+        initialization_type: &str,
+    ) -> Result<Arc<Instance>, ApiError> {
         let version = &pool.version;
         let config = &version.config;
         let family = RuntimeCatalog::family(&config.runtime)?;
@@ -557,7 +583,7 @@ impl Engine {
             ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{}", config.function_name)),
             ("AWS_LAMBDA_LOG_STREAM_NAME", log_stream),
             ("AWS_LAMBDA_RUNTIME_API", wisp_sandbox::RUNTIME_API_ADDRESS.to_string()),
-            ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".to_string()),
+            ("AWS_LAMBDA_INITIALIZATION_TYPE", initialization_type.to_string()),
             ("AWS_EXECUTION_ENV", format!("AWS_Lambda_{}", config.runtime)),
             ("AWS_REGION", region.clone()),
             ("AWS_DEFAULT_REGION", region.clone()),
@@ -631,6 +657,7 @@ impl Engine {
     /// in their queues and run again after the next start.
     pub async fn shutdown(&self) {
         self.queues.stop();
+        self.shutdown_provisioned().await;
         let pools: Vec<Arc<Pool>> = self
             .pools
             .lock()

@@ -103,6 +103,41 @@ pub struct AliasConfiguration {
     pub revision_id: String,
 }
 
+/// A provisioned concurrency configuration as stored (PutProvisionedConcurrencyConfig); how many
+/// instances are actually ready is the engine's to say, so it is not stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredProvisionedConcurrency {
+    /// The version number or alias name the configuration belongs to.
+    pub qualifier: String,
+    pub requested: u32,
+    pub last_modified: String,
+}
+
+/// Progress of a provisioned concurrency configuration, in Lambda's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ProvisionedConcurrencyStatus {
+    InProgress,
+    Ready,
+    Failed,
+}
+
+/// A provisioned concurrency configuration as Get/Put/ListProvisionedConcurrencyConfig(s) answer it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ProvisionedConcurrencyConfig {
+    /// Only in list items: the ARN of the version or alias.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub function_arn: Option<String>,
+    pub requested_provisioned_concurrent_executions: u32,
+    pub available_provisioned_concurrent_executions: u32,
+    pub allocated_provisioned_concurrent_executions: u32,
+    pub status: ProvisionedConcurrencyStatus,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub status_reason: Option<String>,
+    pub last_modified: String,
+}
+
 /// Checks a memory size against Lambda's range.
 pub fn validate_memory(memory_mb: u32) -> Result<(), ApiError> {
     if (MIN_MEMORY_MB..=MAX_MEMORY_MB).contains(&memory_mb) {

@@ -9,6 +9,7 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum ErrorCode {
     ResourceNotFound,
+    ProvisionedConcurrencyConfigNotFound,
     ResourceConflict,
     InvalidParameterValue,
     InvalidRequestContent,
@@ -28,6 +29,9 @@ impl ErrorCode {
     pub fn aws_name(self) -> &'static str {
         match self {
             ErrorCode::ResourceNotFound => "ResourceNotFoundException",
+            ErrorCode::ProvisionedConcurrencyConfigNotFound => {
+                "ProvisionedConcurrencyConfigNotFoundException"
+            }
             ErrorCode::ResourceConflict => "ResourceConflictException",
             ErrorCode::InvalidParameterValue => "InvalidParameterValueException",
             ErrorCode::InvalidRequestContent => "InvalidRequestContentException",
@@ -46,7 +50,7 @@ impl ErrorCode {
 
     pub fn http_status(self) -> u16 {
         match self {
-            ErrorCode::ResourceNotFound => 404,
+            ErrorCode::ResourceNotFound | ErrorCode::ProvisionedConcurrencyConfigNotFound => 404,
             ErrorCode::ResourceConflict => 409,
             ErrorCode::InvalidParameterValue | ErrorCode::InvalidRequestContent => 400,
             ErrorCode::CodeStorageExceeded => 400,
