@@ -22,7 +22,7 @@
 //! This module must never ack before that, nor drop an event it cannot run.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -32,7 +32,8 @@ use serde_json::json;
 use wisp_control::Resolved;
 use wisp_types::*;
 
-use crate::{Engine, InvokeRequest, InvokeResponse, Slot, instance::unix_ms, random_uuid};
+use crate::instance::{Instance, unix_ms};
+use crate::{Engine, InvokeRequest, InvokeResponse, Slot, random_uuid};
 
 /// Name of the consumer that runs a queue's events.
 pub const QUEUE_CONSUMER: &str = "dispatcher";
@@ -49,6 +50,9 @@ const MAX_DELIVERIES: u32 = 5;
 const LEASE: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// How often a throttled queue looks for a free slot when no release wakes it.
 const THROTTLE_POLL: Duration = Duration::from_millis(50);
+/// New instances one queue starts at once. A backlog takes warm instances as they come free and grows
+/// by this many at a time, rather than starting an instance for every waiting event.
+const MAX_STARTING: usize = 2;
 
 /// Topic of a function's event queue.
 pub fn queue_topic(account: &str, function: &str) -> String {
@@ -171,6 +175,13 @@ struct Queue {
     wake: tokio::sync::Notify,
     /// Offsets of records being run or settled right now.
     in_flight: Mutex<BTreeSet<u64>>,
+    /// Offsets acked since the dispatcher last asked the store for records: a record handed over in
+    /// memory is not leased, so a consume that overlapped its ack may still return it.
+    settled: Mutex<BTreeSet<u64>>,
+    /// Events just appended, handed over in memory (see [`Engine::append_event`]).
+    handoff: Mutex<Vec<Held>>,
+    /// Instances this queue is starting right now.
+    starting: AtomicUsize,
 }
 
 impl Queue {
@@ -178,6 +189,25 @@ impl Queue {
         self.in_flight
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn settled(&self) -> std::sync::MutexGuard<'_, BTreeSet<u64>> {
+        self.settled
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn handed(&self) -> std::sync::MutexGuard<'_, Vec<Held>> {
+        self.handoff
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// The end of one event's handling: no longer in flight, and (if acked) remembered as settled.
+    fn finish(&self, offset: u64) {
+        self.settled().insert(offset);
+        self.in_flight().remove(&offset);
+        self.wake.notify_one();
     }
 }
 
@@ -267,17 +297,32 @@ impl Engine {
         } else {
             request.payload
         };
-        self.append_event(
-            &resolved.account,
-            &resolved.function_name,
-            &header,
-            &payload,
-        )
-        .await?;
-        self.sinks.state(
+        // The queued record is written with the event (the two share a group commit), so the request
+        // id the caller gets back can be looked up at once.
+        let retention = self.options.record_retention;
+        let (key, record) = crate::sinks::by_id_entry(
             waiting_record(&resolved, &header, InvocationStatus::Queued, 0),
             None,
         );
+        let kv = self.control.kv().clone();
+        let keep_record = async {
+            if !retention.is_zero()
+                && let Err(error) = kv.put(&key, record, Some(retention)).await
+            {
+                tracing::warn!(%error, key, "could not store a queued invocation's record");
+            }
+        };
+        let (appended, ()) = futures::future::join(
+            self.append_event(
+                &resolved.account,
+                &resolved.function_name,
+                &header,
+                &payload,
+            ),
+            keep_record,
+        )
+        .await;
+        appended?;
         Ok(InvokeResponse {
             request_id: header.request_id,
             executed_version: String::new(),
@@ -301,6 +346,20 @@ impl Engine {
             .append(&queue.topic, encode_event(header, payload))
             .await
             .map_err(store_failure)?;
+        // An event due now is also handed to the dispatcher in memory, so it can start without waiting
+        // for the store to hand it out (a second fsync); the dispatcher takes it only if it has consumed
+        // everything before it, so arrival order holds.
+        if header.due_ms == 0 {
+            let mut handed = queue.handed();
+            if handed.len() < MAX_HELD {
+                handed.push(Held {
+                    offset,
+                    deliveries: 1,
+                    header: header.clone(),
+                    payload: Bytes::copy_from_slice(payload),
+                });
+            }
+        }
         queue.wake.notify_one();
         Ok(offset)
     }
@@ -340,6 +399,9 @@ impl Engine {
                     topic: queue_topic(&account.0, function),
                     wake: tokio::sync::Notify::new(),
                     in_flight: Mutex::new(BTreeSet::new()),
+                    settled: Mutex::new(BTreeSet::new()),
+                    handoff: Mutex::new(Vec::new()),
+                    starting: AtomicUsize::new(0),
                 });
                 tokio::spawn(dispatch(self.me.clone(), queue.clone()));
                 queue
@@ -444,9 +506,18 @@ impl Engine {
     }
 
     /// Runs one event that holds a concurrency slot, then settles it.
-    async fn run_event(&self, queue: &Queue, event: Held, resolved: Arc<Resolved>, slot: Slot) {
+    /// Runs one event that holds a concurrency slot — on `warm`, or on a new instance the dispatcher
+    /// counted in `queue.starting` — then settles it.
+    async fn run_event(
+        &self,
+        queue: &Queue,
+        event: Held,
+        resolved: Arc<Resolved>,
+        version: Arc<StoredVersion>,
+        warm: Option<Arc<Instance>>,
+        slot: Slot,
+    ) {
         let attempts = event.attempts();
-        let version = resolved.pick(rand::random::<f64>()).clone();
         let ready_us = event
             .header
             .enqueued_us
@@ -461,17 +532,31 @@ impl Engine {
             ),
             None,
         );
-        let execution = self
-            .execute(
-                &resolved,
-                &version,
-                None,
-                event.header.request_id.clone(),
-                event.payload.clone(),
-                event.header.client_context.clone(),
-                "Event",
-            )
-            .await;
+        let instance = match warm {
+            Some(instance) => Ok((instance, false)),
+            None => {
+                let pool = self.pool(&resolved.account, &resolved.function_name, &version);
+                let started = self.start_instance(&pool).await;
+                queue.starting.fetch_sub(1, Ordering::SeqCst);
+                queue.wake.notify_one();
+                started.map(|instance| (instance, true))
+            }
+        };
+        let execution = match instance {
+            Ok(instance) => {
+                self.execute(
+                    &resolved,
+                    &version,
+                    Some(instance),
+                    event.header.request_id.clone(),
+                    event.payload.clone(),
+                    event.header.client_context.clone(),
+                    "Event",
+                )
+                .await
+            }
+            Err(error) => Err(error),
+        };
         drop(slot);
         let (mut record, response) = match execution {
             Ok(execution) => {
@@ -778,13 +863,16 @@ pub(crate) async fn resume(engine: Weak<Engine>) {
     }
 }
 
-/// The dispatcher of one queue: consumes its records in order and runs each when a slot is free.
+/// The dispatcher of one queue: takes its records in order (handed over in memory, or consumed from the
+/// store) and runs each when a concurrency slot and an instance are available.
 async fn dispatch(engine: Weak<Engine>, queue: Arc<Queue>) {
-    // Consumed and due, waiting for a slot, in offset order.
+    // Taken and due, waiting for a slot or an instance, in offset order.
     let mut ready: VecDeque<Held> = VecDeque::new();
-    // Consumed retries not due yet, by (due time, offset).
+    // Taken retries not due yet, by (due time, offset).
     let mut delayed: BTreeMap<(u64, u64), Held> = BTreeMap::new();
-    let mut consumed_up_to = 0u64;
+    // Every record up to here has been taken (or acked): an event handed over in memory is taken only
+    // if it is the next one, so a backlog in the store keeps its place.
+    let mut taken_up_to = 0u64;
     let mut trimmed_before = 0u64;
     let mut last_trim = Instant::now();
     let reference = FunctionRef {
@@ -800,10 +888,22 @@ async fn dispatch(engine: Weak<Engine>, queue: Arc<Queue>) {
         if engine.queues.stopping.load(Ordering::SeqCst) {
             return;
         }
+        let now = unix_ms();
+        let mut handed = std::mem::take(&mut *queue.handed());
+        handed.sort_unstable_by_key(|event| event.offset);
+        for event in handed {
+            if event.offset == taken_up_to + 1 {
+                taken_up_to = event.offset;
+                ready.push_back(event);
+            }
+        }
+
         let held = ready.len() + delayed.len() + queue.in_flight().len();
         let mut more = false;
         if ready.is_empty() && held < MAX_HELD {
             let limit = (MAX_HELD - held).min(CONSUME_BATCH);
+            let settled_before: Vec<u64> = queue.settled().iter().copied().collect();
+            let last = engine.log.last_offset(&queue.topic).await.unwrap_or(0);
             match engine
                 .log
                 .consume(&queue.topic, QUEUE_CONSUMER, limit, LEASE)
@@ -811,9 +911,21 @@ async fn dispatch(engine: Weak<Engine>, queue: Arc<Queue>) {
             {
                 Ok(records) => {
                     more = records.len() == limit;
-                    let now = unix_ms();
+                    if !more {
+                        // Everything up to `last` was returned now, is held, or was acked.
+                        taken_up_to = taken_up_to.max(last);
+                    }
+                    let settled = queue.settled().clone();
+                    let in_flight = queue.in_flight().clone();
                     for record in records {
-                        consumed_up_to = consumed_up_to.max(record.offset);
+                        taken_up_to = taken_up_to.max(record.offset);
+                        // Already taken from memory (now leased too), or acked while this consume ran.
+                        if in_flight.contains(&record.offset)
+                            || settled.contains(&record.offset)
+                            || ready.iter().any(|event| event.offset == record.offset)
+                        {
+                            continue;
+                        }
                         let Some((header, payload)) = decode_event(&record.payload) else {
                             tracing::error!(
                                 offset = record.offset,
@@ -835,6 +947,11 @@ async fn dispatch(engine: Weak<Engine>, queue: Arc<Queue>) {
                             ready.push_back(event);
                         }
                     }
+                    // Acked before this consume began: no later consume can return them.
+                    let mut settled = queue.settled();
+                    for offset in settled_before {
+                        settled.remove(&offset);
+                    }
                 }
                 Err(error) => {
                     tracing::warn!(%error, topic = queue.topic, "could not read the event queue; retrying");
@@ -844,8 +961,7 @@ async fn dispatch(engine: Weak<Engine>, queue: Arc<Queue>) {
                 }
             }
         }
-        // Retries that are due go first: they were accepted before anything consumed after them.
-        let now = unix_ms();
+        // Retries that are due go first: they were accepted before anything taken after them.
         let due: Vec<(u64, u64)> = delayed.range(..(now + 1, 0)).map(|(key, _)| *key).collect();
         for key in due.into_iter().rev() {
             if let Some(event) = delayed.remove(&key) {
@@ -853,7 +969,7 @@ async fn dispatch(engine: Weak<Engine>, queue: Arc<Queue>) {
             }
         }
 
-        let mut throttled = false;
+        let mut waiting = false;
         let mut stalled = false;
         while let Some(event) = ready.pop_front() {
             let qualifier = match event.header.qualifier.as_deref().map(Qualifier::parse) {
@@ -883,8 +999,7 @@ async fn dispatch(engine: Weak<Engine>, queue: Arc<Queue>) {
                         engine
                             .fail(&queue, &resolved, &event, Condition::FunctionNotFound, None)
                             .await;
-                        queue.in_flight().remove(&event.offset);
-                        queue.wake.notify_one();
+                        queue.finish(event.offset);
                     });
                     continue;
                 }
@@ -927,34 +1042,43 @@ async fn dispatch(engine: Weak<Engine>, queue: Arc<Queue>) {
                     engine
                         .fail(&queue, &resolved, &event, condition, None)
                         .await;
-                    queue.in_flight().remove(&event.offset);
-                    queue.wake.notify_one();
+                    queue.finish(event.offset);
                 });
                 continue;
             }
-            match engine.acquire_slot(
+            // Throttled: the event keeps its place and waits for a slot.
+            let Ok(slot) = engine.acquire_slot(
                 &resolved.account,
                 &resolved.function_name,
                 resolved.reserved_concurrency,
-            ) {
-                Ok(slot) => {
-                    queue.in_flight().insert(event.offset);
-                    let engine = engine.clone();
-                    let queue = queue.clone();
-                    tokio::spawn(async move {
-                        let offset = event.offset;
-                        engine.run_event(&queue, event, resolved, slot).await;
-                        queue.in_flight().remove(&offset);
-                        queue.wake.notify_one();
-                    });
-                }
-                Err(_) => {
-                    // Throttled: the event keeps its place and waits for a slot.
+            ) else {
+                ready.push_front(event);
+                waiting = true;
+                break;
+            };
+            let version = resolved.pick(rand::random::<f64>()).clone();
+            let pool = engine.pool(&resolved.account, &resolved.function_name, &version);
+            let warm = engine.take_warm(&pool);
+            if warm.is_none() {
+                if queue.starting.load(Ordering::SeqCst) >= MAX_STARTING {
+                    // Wait for a warm instance to come free or a new one to be ready.
+                    drop(slot);
                     ready.push_front(event);
-                    throttled = true;
+                    waiting = true;
                     break;
                 }
+                queue.starting.fetch_add(1, Ordering::SeqCst);
             }
+            queue.in_flight().insert(event.offset);
+            let engine = engine.clone();
+            let queue = queue.clone();
+            tokio::spawn(async move {
+                let offset = event.offset;
+                engine
+                    .run_event(&queue, event, resolved, version, warm, slot)
+                    .await;
+                queue.finish(offset);
+            });
         }
 
         // Everything below the oldest record still held was acked: give its space back now and then.
@@ -966,8 +1090,8 @@ async fn dispatch(engine: Weak<Engine>, queue: Arc<Queue>) {
                 .chain(delayed.keys().map(|(_, offset)| *offset))
                 .chain(queue.in_flight().iter().next().copied())
                 .min()
-                .unwrap_or(consumed_up_to + 1);
-            if oldest_held > trimmed_before + 1 && consumed_up_to > 0 {
+                .unwrap_or(taken_up_to + 1);
+            if oldest_held > trimmed_before + 1 && taken_up_to > 0 {
                 match engine.log.trim(&queue.topic, oldest_held).await {
                     Ok(()) => trimmed_before = oldest_held - 1,
                     Err(error) => {
@@ -977,12 +1101,12 @@ async fn dispatch(engine: Weak<Engine>, queue: Arc<Queue>) {
             }
         }
 
-        if more && !throttled && !stalled {
+        if more && !waiting && !stalled {
             continue;
         }
         let wait = if stalled {
             Duration::from_secs(1)
-        } else if throttled {
+        } else if waiting {
             THROTTLE_POLL
         } else {
             match delayed.keys().next() {
@@ -994,7 +1118,7 @@ async fn dispatch(engine: Weak<Engine>, queue: Arc<Queue>) {
         drop(engine);
         tokio::select! {
             _ = queue.wake.notified() => {}
-            _ = slot_freed.notified(), if throttled => {}
+            _ = slot_freed.notified(), if waiting => {}
             _ = tokio::time::sleep(wait) => {}
         }
     }
