@@ -5,9 +5,12 @@
 //!   store's `Log`; the caller's 202 is sent only after the append returns, that is after the store's group
 //!   commit has fsync'd it. The queue's name is stored first (`evq/{account}/{function}` in the `Kv`), so a
 //!   restarted server finds every queue.
-//! - **Dispatching**: one task per queue consumes its records (consumer `dispatcher`) in offset order, takes
-//!   a concurrency slot for each (a throttled event waits in memory for a slot and is never dropped), and runs
-//!   it on an instance like a synchronous invoke.
+//! - **Dispatching**: one task per queue takes its records in offset order — consumed from the store
+//!   (consumer `dispatcher`), or, for an event just accepted, handed over in memory by the enqueue path so it
+//!   can start without a second fsync (taken only if every earlier record was, so order holds) — takes a
+//!   concurrency slot for each (a throttled event waits in memory for a slot and is never dropped) and a
+//!   warm instance, or starts a new one (at most [`MAX_STARTING`] at a time per queue, so a backlog grows its
+//!   instances gradually instead of starting one per waiting event), and runs it like a synchronous invoke.
 //! - **Retries** after a function error, crash or timeout are new records in the same queue, due after a
 //!   backoff (`event_retry_delay` × 2^retry), up to the configuration's MaximumRetryAttempts (default 2).
 //! - **Age**: an event older than MaximumEventAgeInSeconds (default 6 hours) when its turn comes is not run.
