@@ -56,6 +56,8 @@ const THROTTLE_POLL: Duration = Duration::from_millis(50);
 /// New instances one queue starts at once. A backlog takes warm instances as they come free and grows
 /// by this many at a time, rather than starting an instance for every waiting event.
 const MAX_STARTING: usize = 2;
+/// How soon after events are taken from memory the store is asked to count their deliveries.
+const COUNT_INTERVAL: Duration = Duration::from_millis(10);
 
 /// Topic of a function's event queue.
 pub fn queue_topic(account: &str, function: &str) -> String {
@@ -185,6 +187,9 @@ struct Queue {
     handoff: Mutex<Vec<Held>>,
     /// Instances this queue is starting right now.
     starting: AtomicUsize,
+    /// Whether the store may hold records the dispatcher has not taken (set at start, and by appends
+    /// that were not handed over).
+    unseen: AtomicBool,
 }
 
 impl Queue {
@@ -352,17 +357,18 @@ impl Engine {
         // An event due now is also handed to the dispatcher in memory, so it can start without waiting
         // for the store to hand it out (a second fsync); the dispatcher takes it only if it has consumed
         // everything before it, so arrival order holds.
-        if header.due_ms == 0 {
-            let mut handed = queue.handed();
-            if handed.len() < MAX_HELD {
-                handed.push(Held {
-                    offset,
-                    deliveries: 1,
-                    header: header.clone(),
-                    payload: Bytes::copy_from_slice(payload),
-                });
-            }
+        let mut handed = queue.handed();
+        if header.due_ms == 0 && handed.len() < MAX_HELD {
+            handed.push(Held {
+                offset,
+                deliveries: 1,
+                header: header.clone(),
+                payload: Bytes::copy_from_slice(payload),
+            });
+        } else {
+            queue.unseen.store(true, Ordering::SeqCst);
         }
+        drop(handed);
         queue.wake.notify_one();
         Ok(offset)
     }
@@ -405,6 +411,7 @@ impl Engine {
                     settled: Mutex::new(BTreeSet::new()),
                     handoff: Mutex::new(Vec::new()),
                     starting: AtomicUsize::new(0),
+                    unseen: AtomicBool::new(true),
                 });
                 tokio::spawn(dispatch(self.me.clone(), queue.clone()));
                 queue
@@ -878,6 +885,9 @@ async fn dispatch(engine: Weak<Engine>, queue: Arc<Queue>) {
     let mut taken_up_to = 0u64;
     let mut trimmed_before = 0u64;
     let mut last_trim = Instant::now();
+    // Events were taken from memory since the last consume (the store has not counted their delivery).
+    let mut uncounted = 0usize;
+    let mut last_consume = Instant::now();
     let reference = FunctionRef {
         account: None,
         region: None,
@@ -892,19 +902,35 @@ async fn dispatch(engine: Weak<Engine>, queue: Arc<Queue>) {
             return;
         }
         let now = unix_ms();
+        let mut held = ready.len() + delayed.len() + queue.in_flight().len();
         let mut handed = std::mem::take(&mut *queue.handed());
         handed.sort_unstable_by_key(|event| event.offset);
         for event in handed {
-            if event.offset == taken_up_to + 1 {
+            if event.offset == taken_up_to + 1 && held < MAX_HELD {
                 taken_up_to = event.offset;
                 ready.push_back(event);
+                held += 1;
+                uncounted += 1;
+            } else {
+                // Out of order or over the limit: left for a consume to hand out.
+                queue.unseen.store(true, Ordering::SeqCst);
             }
         }
 
-        let held = ready.len() + delayed.len() + queue.in_flight().len();
+        // Consume when the store may hold records not taken yet, and now and then to have the store
+        // count the deliveries of events taken from memory (so a crash during their run counts as an attempt).
+        // The count is due even while events wait for slots or instances.
+        let count_due = uncounted > 0 && last_consume.elapsed() >= COUNT_INTERVAL;
+        let fetch = ready.is_empty() && held < MAX_HELD && queue.unseen.load(Ordering::SeqCst);
         let mut more = false;
-        if ready.is_empty() && held < MAX_HELD {
-            let limit = (MAX_HELD - held).min(CONSUME_BATCH);
+        if fetch || count_due {
+            queue.unseen.store(false, Ordering::SeqCst);
+            last_consume = Instant::now();
+            let limit = if fetch {
+                (MAX_HELD - held).min(CONSUME_BATCH)
+            } else {
+                uncounted.clamp(1, CONSUME_BATCH)
+            };
             let settled_before: Vec<u64> = queue.settled().iter().copied().collect();
             let last = engine.log.last_offset(&queue.topic).await.unwrap_or(0);
             match engine
@@ -913,13 +939,17 @@ async fn dispatch(engine: Weak<Engine>, queue: Arc<Queue>) {
                 .await
             {
                 Ok(records) => {
+                    uncounted = uncounted.saturating_sub(records.len());
                     more = records.len() == limit;
-                    if !more {
+                    if more {
+                        queue.unseen.store(true, Ordering::SeqCst);
+                    } else {
                         // Everything up to `last` was returned now, is held, or was acked.
                         taken_up_to = taken_up_to.max(last);
                     }
                     let settled = queue.settled().clone();
                     let in_flight = queue.in_flight().clone();
+                    let mut unsorted = false;
                     for record in records {
                         taken_up_to = taken_up_to.max(record.offset);
                         // Already taken from memory (now leased too), or acked while this consume ran.
@@ -948,7 +978,13 @@ async fn dispatch(engine: Weak<Engine>, queue: Arc<Queue>) {
                             delayed.insert((event.header.due_ms, event.offset), event);
                         } else {
                             ready.push_back(event);
+                            unsorted = true;
                         }
+                    }
+                    if unsorted {
+                        ready
+                            .make_contiguous()
+                            .sort_unstable_by_key(|event| event.offset);
                     }
                     // Acked before this consume began: no later consume can return them.
                     let mut settled = queue.settled();
@@ -958,6 +994,7 @@ async fn dispatch(engine: Weak<Engine>, queue: Arc<Queue>) {
                 }
                 Err(error) => {
                     tracing::warn!(%error, topic = queue.topic, "could not read the event queue; retrying");
+                    queue.unseen.store(true, Ordering::SeqCst);
                     drop(engine);
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
@@ -1116,6 +1153,11 @@ async fn dispatch(engine: Weak<Engine>, queue: Arc<Queue>) {
                 Some((due_ms, _)) => Duration::from_millis(due_ms.saturating_sub(unix_ms()).max(1)),
                 None => Duration::from_secs(5),
             }
+        };
+        let wait = if uncounted > 0 {
+            wait.min(COUNT_INTERVAL)
+        } else {
+            wait
         };
         let slot_freed = engine.slot_freed.clone();
         drop(engine);
