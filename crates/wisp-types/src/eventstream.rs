@@ -87,7 +87,9 @@ pub fn decode(buffer: &[u8]) -> Result<Option<(Message, usize)>, FrameError> {
     if buffer.len() < PRELUDE_BYTES {
         return Ok(None);
     }
-    let word = |at: usize| u32::from_be_bytes([buffer[at], buffer[at + 1], buffer[at + 2], buffer[at + 3]]);
+    let word = |at: usize| {
+        u32::from_be_bytes([buffer[at], buffer[at + 1], buffer[at + 2], buffer[at + 3]])
+    };
     let total = word(0) as usize;
     let headers_len = word(4) as usize;
     let expected = crc32(&buffer[..8]);
@@ -178,7 +180,12 @@ mod tests {
             (b"123456789", 0xCBF4_3926),
             (b"The quick brown fox jumps over the lazy dog", 0x414F_A339),
         ] {
-            assert_eq!(crc32(input), expected, "{:?}", String::from_utf8_lossy(input));
+            assert_eq!(
+                crc32(input),
+                expected,
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
         }
     }
 
