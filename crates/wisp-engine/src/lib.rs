@@ -10,6 +10,7 @@ pub mod events;
 pub mod instance;
 pub mod provisioned;
 pub mod sinks;
+pub mod streaming;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -26,6 +27,7 @@ use wisp_types::*;
 
 use instance::{Instance, InstanceSpec, RunOutcome};
 pub use sinks::Sinks;
+pub use streaming::{StreamCompletion, StreamEvent, StreamingInvoke};
 
 /// Settings of the engine.
 #[derive(Debug, Clone)]
