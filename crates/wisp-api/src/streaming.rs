@@ -90,7 +90,7 @@ pub(crate) async fn invoke_with_response_stream(
         status.into_response()
     } else {
         let events = futures::stream::unfold(started.events, |mut events| async move {
-            let event = events.recv().await?;
+            let event = events.next().await?;
             Some((Ok::<Bytes, Infallible>(encode_event(&event)), events))
         });
         let mut response = Response::new(Body::from_stream(events));

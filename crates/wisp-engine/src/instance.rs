@@ -231,21 +231,10 @@ impl Instance {
         self.run_with(invocation, timeout, version, None).await
     }
 
-    /// Runs one invocation whose response goes to `sink` as it is produced: each chunk the runtime
-    /// streams as it arrives, or a buffered response as one chunk. The outcome's payload is then
-    /// empty for a successful streamed response.
-    pub async fn run_streaming(
-        &self,
-        invocation: Invocation,
-        timeout: Duration,
-        version: &str,
-        sink: &ChunkSink,
-    ) -> RunResult {
-        self.run_with(invocation, timeout, version, Some(sink))
-            .await
-    }
-
-    async fn run_with(
+    /// [`Instance::run`], with the response also going to `sink` as it is produced: each chunk the
+    /// runtime streams as it arrives, or a buffered response as one chunk. The outcome's payload is
+    /// then empty for a successful streamed response.
+    pub async fn run_with(
         &self,
         mut invocation: Invocation,
         timeout: Duration,

@@ -12,24 +12,41 @@
 //! completes, is recorded, and returns its instance and slot only when it ends.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
-use wisp_runtime_api::Invocation;
+use tokio::sync::{mpsc, oneshot};
 use wisp_types::*;
 
-use crate::instance::{self, RunOutcome};
-use crate::{Engine, InvocationType, InvokeRequest};
+use crate::{Engine, Execution, InvocationType, InvokeRequest};
 
 /// A streaming invoke that has started; its events follow on [`StreamingInvoke::events`].
 pub struct StreamingInvoke {
     pub request_id: String,
     pub executed_version: String,
-    pub events: mpsc::UnboundedReceiver<StreamEvent>,
+    pub events: StreamEvents,
 }
 
-/// What a streaming invoke produces, in order: chunks, then one completion.
+/// The events of a streaming invoke, in order: chunks, then one completion.
+pub struct StreamEvents {
+    /// The event that showed the stream had started, given back first.
+    first: Option<StreamEvent>,
+    rest: mpsc::UnboundedReceiver<StreamEvent>,
+}
+
+impl StreamEvents {
+    /// The next event; `None` after the completion.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: an event is only taken when the call returns it.
+    pub async fn next(&mut self) -> Option<StreamEvent> {
+        match self.first.take() {
+            Some(event) => Some(event),
+            None => self.rest.recv().await,
+        }
+    }
+}
+
+/// What a streaming invoke produces.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StreamEvent {
     Chunk(Bytes),
@@ -49,7 +66,8 @@ pub struct StreamCompletion {
 
 impl Engine {
     /// Starts a streaming invoke (InvocationType RequestResponse) or checks that one could start
-    /// (DryRun: the events end at once with an empty completion).
+    /// (DryRun: the events end at once with an empty completion). Returns once the function has
+    /// produced its first chunk (or ended), so that an instance that cannot start is still an error.
     pub async fn invoke_streaming(
         self: &Arc<Self>,
         request: InvokeRequest,
@@ -68,11 +86,13 @@ impl Engine {
         let executed_version = version.config.version.clone();
         let (events, receiver) = mpsc::unbounded_channel();
         if request.invocation_type == InvocationType::DryRun {
-            let _ = events.send(StreamEvent::Complete(StreamCompletion::default()));
             return Ok(StreamingInvoke {
                 request_id,
                 executed_version,
-                events: receiver,
+                events: StreamEvents {
+                    first: Some(StreamEvent::Complete(StreamCompletion::default())),
+                    rest: receiver,
+                },
             });
         }
         let slot = self.acquire_slot(
@@ -80,43 +100,23 @@ impl Engine {
             &resolved.function_name,
             resolved.reserved_concurrency,
         )?;
-        let pool = self.pool(&resolved.account, &resolved.function_name, &version);
-        let (instance, cold) = match self.take_idle(&pool) {
-            Some(instance) => (instance, false),
-            None => (self.start_instance(&pool).await?, true),
-        };
-        let payload = if request.payload.is_empty() {
-            Bytes::from_static(b"{}")
-        } else {
-            request.payload
-        };
-        let invocation = Invocation {
-            request_id: request_id.clone(),
-            payload,
-            deadline_ms: 0,
-            invoked_function_arn: resolved.invoked_arn.clone(),
-            trace_id: crate::trace_id(),
-            client_context: request.client_context,
-            cognito_identity: None,
-        };
+        let (failed, failure) = oneshot::channel();
         let engine = self.clone();
-        let want_log_tail = request.want_log_tail;
-        let account = resolved.account.0.clone();
-        let function_name = resolved.function_name.clone();
         let task_request_id = request_id.clone();
         tokio::spawn(async move {
             // Held until the invocation ends, however the caller fares.
             let _slot = slot;
-            let config = &version.config;
             let (chunks, mut chunk_receiver) = mpsc::unbounded_channel();
-            let started_ms = instance::unix_ms();
             // Forward chunks while the invocation runs, then whatever is left once it has ended.
-            let result = {
-                let run = instance.run_streaming(
-                    invocation,
-                    Duration::from_secs(config.timeout as u64),
-                    &config.version,
-                    &chunks,
+            let execution = {
+                let run = engine.execute_with(
+                    &resolved,
+                    &version,
+                    task_request_id,
+                    request.payload,
+                    request.client_context,
+                    "RequestResponse",
+                    Some(&chunks),
                 );
                 tokio::pin!(run);
                 loop {
@@ -125,7 +125,7 @@ impl Engine {
                         Some(chunk) = chunk_receiver.recv() => {
                             let _ = events.send(StreamEvent::Chunk(chunk));
                         }
-                        result = &mut run => break result,
+                        execution = &mut run => break execution,
                     }
                 }
             };
@@ -133,91 +133,70 @@ impl Engine {
             while let Some(chunk) = chunk_receiver.recv().await {
                 let _ = events.send(StreamEvent::Chunk(chunk));
             }
-
-            let (status, error, duration_us, reusable) = match result.outcome {
-                RunOutcome::Response { duration_us, .. } => {
-                    (InvocationStatus::Succeeded, None, duration_us, true)
+            match execution {
+                Ok(execution) => {
+                    let completion = engine.finish_streamed(execution, request.want_log_tail);
+                    let _ = events.send(StreamEvent::Complete(completion));
                 }
-                RunOutcome::FunctionError {
-                    error_type,
-                    payload,
-                    duration_us,
-                } => (
-                    InvocationStatus::Failed,
-                    Some((error_type, payload)),
-                    duration_us,
-                    true,
-                ),
-                RunOutcome::Fatal {
-                    error_type,
-                    payload,
-                    duration_us,
-                    timed_out,
-                } => {
-                    let status = if timed_out {
-                        InvocationStatus::TimedOut
-                    } else {
-                        InvocationStatus::Failed
-                    };
-                    (status, Some((error_type, payload)), duration_us, false)
+                Err(error) => {
+                    let _ = failed.send(error);
                 }
-            };
-            let record = InvocationRecord {
-                request_id: task_request_id,
-                account,
-                function_name,
-                version: config.version.clone(),
-                invocation_type: "RequestResponse".into(),
-                status,
-                error_type: error.as_ref().map(|(error_type, _)| error_type.clone()),
-                started_ms,
-                duration_us,
-                billed_duration_ms: billed_milliseconds(duration_us),
-                init_duration_us: result.init_duration_us,
-                memory_size_mb: config.memory_size,
-                max_memory_used_mb: result
-                    .max_memory_bytes
-                    .map(|bytes| bytes.div_ceil(1024 * 1024) as u32)
-                    .unwrap_or(0),
-                cold_start: cold,
-            };
-            let mut log_text = result.log_text;
-            log_text.extend_from_slice(
-                format!(
-                    "END RequestId: {}\n{}\n",
-                    record.request_id,
-                    report_line(&record)
-                )
-                .as_bytes(),
-            );
-            let log_tail =
-                want_log_tail.then(|| log_text[log_text.len().saturating_sub(4096)..].to_vec());
-            engine
-                .sinks
-                .log(&record.account, &record.function_name, log_text);
-            engine.sinks.record(record);
-            let (error_code, error_details) = match error {
-                Some((error_type, document)) => (Some(error_type), Some(error_message(&document))),
-                None => (None, None),
-            };
-            let _ = events.send(StreamEvent::Complete(StreamCompletion {
-                error_code,
-                error_details,
-                log_tail,
-            }));
-
-            if reusable && !instance.has_exited() {
-                engine.return_idle(&pool, instance);
-            } else {
-                let grace = engine.options.shutdown_grace;
-                instance.stop(grace, "failed").await;
             }
         });
+        // The stream has started with its first event; before that, an error is the caller's answer.
+        let mut receiver = receiver;
+        let first = tokio::select! {
+            biased;
+            error = failure => match error {
+                Ok(error) => return Err(error),
+                Err(_) => receiver.recv().await,
+            },
+            first = receiver.recv() => first,
+        };
+        let first = first.ok_or_else(|| {
+            ApiError::internal(format!(
+                "the streaming invocation {request_id} ended without an answer"
+            ))
+        })?;
         Ok(StreamingInvoke {
             request_id,
             executed_version,
-            events: receiver,
+            events: StreamEvents {
+                first: Some(first),
+                rest: receiver,
+            },
         })
+    }
+
+    /// Writes a streamed invocation's END and REPORT lines, log and record, and says how it ended.
+    fn finish_streamed(&self, execution: Execution, want_log_tail: bool) -> StreamCompletion {
+        let Execution {
+            payload,
+            error_type,
+            record,
+            mut log_text,
+        } = execution;
+        log_text.extend_from_slice(
+            format!(
+                "END RequestId: {}\n{}\n",
+                record.request_id,
+                report_line(&record)
+            )
+            .as_bytes(),
+        );
+        let log_tail =
+            want_log_tail.then(|| log_text[log_text.len().saturating_sub(4096)..].to_vec());
+        self.sinks
+            .log(&record.account, &record.function_name, log_text);
+        // A streamed response went to the caller only (it may be 20 MB); a buffered one or an error
+        // document is kept with the record, as for Invoke.
+        let result = (!payload.is_empty()).then(|| payload.clone());
+        self.sinks.record(record, result);
+        StreamCompletion {
+            error_details: error_type.as_ref().map(|_| error_message(&payload)),
+            error_code: error_type,
+            log_tail,
+        }
     }
 }
 
