@@ -215,7 +215,6 @@ def test_records_and_report_lines_of_streamed_invocations(wisp, lambda_client, n
             break
         time.sleep(0.2)
     records = json.loads(listed.stdout)
-    records = records.get("Invocations", records) if isinstance(records, dict) else records
     record = next(record for record in records if record["request_id"] == request_id)
     assert record["status"] == "succeeded"
     assert record["duration_us"] >= 100_000
@@ -250,3 +249,38 @@ def test_wisp_invoke_stream_fails_with_the_error(wisp, node_stream):
     assert completed.returncode == 2
     assert completed.stdout == "chunk 0\n"
     assert "RangeError: failed after 1 chunks" in completed.stderr
+
+
+def test_a_caller_that_hangs_up_mid_stream_does_not_cancel_the_invocation(wisp, lambda_client, make_function):
+    name = make_function(function_zip("node-stream"), runtime="nodejs20.x", handler="index.handler", prefix="hangup", Timeout=10)["FunctionName"]
+    lambda_client.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=1)
+    response = lambda_client.invoke_with_response_stream(FunctionName=name, Payload=json.dumps({"chunks": 8, "interval_ms": 250}))
+    request_id = response["ResponseMetadata"]["RequestId"]
+    events = iter(response["EventStream"])
+    assert "PayloadChunk" in next(events)
+    response["EventStream"].close()
+    # The invocation still runs and holds the only slot.
+    expect_error("TooManyRequestsException", 429, lambda_client.invoke_with_response_stream, FunctionName=name)
+    deadline = time.time() + 15
+    record = None
+    while record is None and time.time() < deadline:
+        records = json.loads(wisp.wisp_cli("--output", "json", "invocations", name).stdout)
+        record = next((record for record in records if record["request_id"] == request_id), None)
+        time.sleep(0.2)
+    assert record is not None, "the abandoned invocation was never recorded"
+    assert record["status"] == "succeeded"
+    assert record["duration_us"] >= 1_500_000
+    chunks, completion = read_stream(lambda_client.invoke_with_response_stream(FunctionName=name, Payload=b'{"chunks": 1}'))
+    assert payload_of(chunks) == b"chunk 0\n" and "ErrorCode" not in completion
+
+
+def test_a_stream_over_20_mb_ends_with_response_size_too_large(lambda_client, node_stream):
+    response = lambda_client.invoke_with_response_stream(FunctionName=node_stream["FunctionName"], Payload=b'{"megabytes": 21}')
+    chunks, completion = read_stream(response)
+    assert len(payload_of(chunks)) <= 20 * 1024 * 1024
+    assert completion["ErrorCode"] == "Function.ResponseSizeTooLarge"
+    # Within the limit, the whole stream arrives.
+    chunks, completion = read_stream(
+        lambda_client.invoke_with_response_stream(FunctionName=node_stream["FunctionName"], Payload=b'{"megabytes": 19}')
+    )
+    assert len(payload_of(chunks)) == 19 * 1024 * 1024 and "ErrorCode" not in completion

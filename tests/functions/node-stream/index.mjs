@@ -2,7 +2,7 @@
 //
 // The event decides what it writes: `chunks` chunks `chunk i\n`, `interval_ms` apart; with
 // `fail_after`, it throws a RangeError after that many chunks; with `http`, the stream carries
-// HttpResponseStream's metadata prelude first.
+// HttpResponseStream's metadata prelude first; with `megabytes`, it writes that many 1 MB chunks instead.
 
 const sleep = (milliseconds) => new Promise((resolve) => setTimeout(resolve, milliseconds));
 
@@ -13,6 +13,13 @@ export const handler = awslambda.streamifyResponse(async (event, responseStream,
       statusCode: 201,
       headers: { 'content-type': 'text/plain' },
     });
+  }
+  if (event.megabytes) {
+    for (let index = 0; index < event.megabytes; index += 1) {
+      stream.write(Buffer.alloc(1024 * 1024, 'x'));
+    }
+    stream.end();
+    return;
   }
   const chunks = event.chunks ?? 3;
   for (let index = 0; index < chunks; index += 1) {
