@@ -292,6 +292,7 @@ impl Engine {
         self.execute_with(
             resolved,
             version,
+            instance,
             request_id,
             payload,
             client_context,
@@ -308,6 +309,7 @@ impl Engine {
         &self,
         resolved: &Resolved,
         version: &Arc<StoredVersion>,
+        instance: Option<(Arc<Instance>, bool)>,
         request_id: String,
         payload: Bytes,
         client_context: Option<String>,

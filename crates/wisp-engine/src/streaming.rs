@@ -112,6 +112,7 @@ impl Engine {
                 let run = engine.execute_with(
                     &resolved,
                     &version,
+                    None,
                     task_request_id,
                     request.payload,
                     request.client_context,
