@@ -126,6 +126,19 @@ def test_timeout_mid_stream_ends_the_stream_and_the_function_still_serves(lambda
     assert "ErrorCode" not in completion
 
 
+def test_a_crash_mid_stream_ends_the_stream_with_the_exit_error(lambda_client, node_stream):
+    name = node_stream["FunctionName"]
+    response = lambda_client.invoke_with_response_stream(
+        FunctionName=name, Payload=json.dumps({"chunks": 5, "interval_ms": 100, "exit_after": 2})
+    )
+    chunks, completion = read_stream(response)
+    assert payload_of(chunks) == b"chunk 0\nchunk 1\n"
+    assert completion["ErrorCode"] == "Runtime.ExitError"
+    assert "exit status 3" in completion["ErrorDetails"]
+    chunks, completion = read_stream(lambda_client.invoke_with_response_stream(FunctionName=name, Payload=b'{"chunks": 1}'))
+    assert payload_of(chunks) == b"chunk 0\n" and "ErrorCode" not in completion
+
+
 def test_buffered_function_streams_its_whole_response_as_one_chunk(lambda_client, buffered_function):
     name = buffered_function["FunctionName"]
     response = lambda_client.invoke_with_response_stream(FunctionName=name, Payload=b'{"name":"Ada"}', LogType="Tail")

@@ -1,7 +1,8 @@
 // A streaming Node.js function (awslambda.streamifyResponse), as Lambda's Node.js runtime runs them.
 //
 // The event decides what it writes: `chunks` chunks `chunk i\n`, `interval_ms` apart; with
-// `fail_after`, it throws a RangeError after that many chunks; with `http`, the stream carries
+// `fail_after`, it throws a RangeError after that many chunks; with `exit_after`, the process exits
+// with status 3 after that many chunks; with `http`, the stream carries
 // HttpResponseStream's metadata prelude first; with `megabytes`, it writes that many 1 MB chunks instead.
 
 const sleep = (milliseconds) => new Promise((resolve) => setTimeout(resolve, milliseconds));
@@ -23,6 +24,9 @@ export const handler = awslambda.streamifyResponse(async (event, responseStream,
   }
   const chunks = event.chunks ?? 3;
   for (let index = 0; index < chunks; index += 1) {
+    if (event.exit_after === index) {
+      process.exit(3);
+    }
     if (event.fail_after === index) {
       throw new RangeError(`failed after ${index} chunks`);
     }
