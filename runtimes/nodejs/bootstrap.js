@@ -8,12 +8,21 @@
 // result or the error in the shapes Lambda's own Node.js runtime uses. Handlers may be
 // async (return a promise), callback-style `(event, context, callback)`, or plain functions.
 //
+// Response streaming works as in Lambda: a handler wrapped in `awslambda.streamifyResponse`
+// receives `(event, responseStream, context)` and writes to the stream, which is posted to the
+// Runtime API in its streaming mode (a chunked body); a failure after the stream has started
+// travels in the HTTP trailers `Lambda-Runtime-Function-Error-Type` / `-Body`.
+// `awslambda.HttpResponseStream.from(stream, metadata)` writes the JSON metadata prelude and the
+// eight NUL bytes that Lambda's HTTP integrations read.
+//
 // Differences from Lambda's runtime, on purpose:
 // - a callback's result is posted as soon as the callback is called (as if
 //   `context.callbackWaitsForEmptyEventLoop` were false), instead of waiting for the event
 //   loop to drain;
 // - a plain (non-async, two-argument) handler's return value, when it is not undefined, is
-//   the result, where Lambda would ignore it.
+//   the result, where Lambda would ignore it;
+// - a streaming handler that settles without ending its stream has the stream ended for it,
+//   where Lambda's would leave the invocation waiting until it times out.
 
 const http = require('http');
 const path = require('path');
@@ -21,6 +30,36 @@ const fs = require('fs');
 const util = require('util');
 
 const RUNTIME_PREFIX = '/2018-06-01/runtime';
+
+// How `awslambda.streamifyResponse` marks a handler, with the symbol Lambda's runtime uses.
+const HANDLER_STREAMING = Symbol.for('aws.lambda.runtime.handler.streaming');
+const HANDLER_HIGHWATERMARK = Symbol.for('aws.lambda.runtime.handler.highWaterMark');
+const STREAM_RESPONSE = 'response';
+const HTTP_INTEGRATION_CONTENT_TYPE = 'application/vnd.awslambda.http-integration-response';
+
+// The `awslambda` global that Lambda's Node.js runtime gives functions.
+globalThis.awslambda = {
+  streamifyResponse(handler, options) {
+    handler[HANDLER_STREAMING] = STREAM_RESPONSE;
+    if (options && typeof options.highWaterMark === 'number') {
+      handler[HANDLER_HIGHWATERMARK] = options.highWaterMark;
+    }
+    return handler;
+  },
+  HttpResponseStream: class HttpResponseStream {
+    // Writes `metadata` (status code, headers, cookies) as a JSON prelude and eight NUL bytes
+    // before the first chunk, as HTTP integrations of streamed responses expect.
+    static from(stream, metadata) {
+      stream.setContentType(HTTP_INTEGRATION_CONTENT_TYPE);
+      const prelude = JSON.stringify(metadata);
+      stream._onBeforeFirstWrite = (write) => {
+        write(prelude);
+        write(new Uint8Array(8));
+      };
+      return stream;
+    }
+  },
+};
 
 class RuntimeClient {
   constructor(address) {
@@ -85,6 +124,42 @@ class RuntimeClient {
     return this.post(`${RUNTIME_PREFIX}/init/error`, JSON.stringify(error), {
       'Lambda-Runtime-Function-Error-Type': error.errorType,
     });
+  }
+
+  // Opens a streaming response: a chunked POST whose failure, if any, goes in its trailers.
+  // Resolves `done` once the Runtime API has answered the whole post.
+  openResponseStream(requestId, options) {
+    let resolveDone;
+    const done = new Promise((resolve) => { resolveDone = resolve; });
+    const request = http.request({
+      method: 'POST',
+      hostname: this.hostname,
+      port: this.port,
+      path: `${RUNTIME_PREFIX}/invocation/${requestId}/response`,
+      agent: this.agent,
+      highWaterMark: options.highWaterMark,
+      headers: {
+        'Lambda-Runtime-Function-Response-Mode': 'streaming',
+        'Transfer-Encoding': 'chunked',
+        Trailer: 'Lambda-Runtime-Function-Error-Type, Lambda-Runtime-Function-Error-Body',
+        'Content-Type': 'application/octet-stream',
+      },
+    }, (response) => {
+      const chunks = [];
+      response.on('data', (chunk) => chunks.push(chunk));
+      response.on('end', () => {
+        if (response.statusCode >= 300) {
+          writeLog(`Runtime API refused the streamed response (${response.statusCode}): ${Buffer.concat(chunks).toString('utf8')}`);
+        }
+        resolveDone();
+      });
+      response.on('error', () => resolveDone());
+    });
+    request.on('error', (error) => {
+      writeLog(`streamed response failed: ${error.message}`);
+      resolveDone();
+    });
+    return { request, done };
   }
 
   async post(requestPath, body, headers) {
@@ -315,6 +390,11 @@ async function invoke(client, handler, response) {
     return;
   }
 
+  if (handler[HANDLER_STREAMING] === STREAM_RESPONSE) {
+    await invokeStreaming(client, handler, event, headers, requestId);
+    return;
+  }
+
   const outcome = await callHandler(handler, event, headers);
   currentInvocation = undefined;
   if ('error' in outcome) {
@@ -333,6 +413,97 @@ async function invoke(client, handler, response) {
     return;
   }
   await client.postResponse(requestId, payload === undefined ? 'null' : payload);
+}
+
+// The writable stream a streaming handler writes its response to: the chunked request itself,
+// with `setContentType` and the hook `HttpResponseStream.from` uses to write its prelude.
+function responseStreamFor(request) {
+  let started = false;
+  const stream = request;
+  const start = () => {
+    if (!started) {
+      started = true;
+      if (typeof stream._onBeforeFirstWrite === 'function') {
+        stream._onBeforeFirstWrite((chunk) => originalWrite(chunk));
+      }
+    }
+  };
+  const originalWrite = request.write.bind(request);
+  const originalEnd = request.end.bind(request);
+  stream.setContentType = (contentType) => {
+    if (started) {
+      throw new Error('Cannot set content-type, too late.');
+    }
+    request.setHeader('Content-Type', contentType);
+  };
+  stream.write = (chunk, encoding, callback) => {
+    if (typeof chunk !== 'string' && !Buffer.isBuffer(chunk) && !(chunk instanceof Uint8Array)) {
+      chunk = JSON.stringify(chunk);
+    }
+    start();
+    return originalWrite(chunk, encoding, callback);
+  };
+  stream.end = (chunk, encoding, callback) => {
+    if (typeof chunk === 'function') {
+      callback = chunk;
+      chunk = undefined;
+    }
+    if (chunk !== undefined && chunk !== null) {
+      stream.write(chunk, encoding);
+    } else {
+      start();
+    }
+    return originalEnd(callback);
+  };
+  return stream;
+}
+
+async function invokeStreaming(client, handler, event, headers, requestId) {
+  const { request, done } = client.openResponseStream(requestId, {
+    highWaterMark: handler[HANDLER_HIGHWATERMARK],
+  });
+  const responseStream = responseStreamFor(request);
+  const outcome = await new Promise((resolve) => {
+    let settled = false;
+    const settle = (value) => {
+      if (!settled) {
+        settled = true;
+        resolve(value);
+      }
+    };
+    const context = makeContext(headers, (error) => settle(error ? { error } : {}));
+    currentInvocation = { settle: () => settle({}) };
+    let returned;
+    try {
+      returned = handler(event, responseStream, context);
+    } catch (error) {
+      settle({ error: error === undefined || error === null ? 'handled' : error });
+      return;
+    }
+    if (returned && typeof returned.then === 'function') {
+      returned.then(
+        () => settle({}),
+        (error) => settle({ error: error === undefined || error === null ? 'handled' : error }),
+      );
+    } else {
+      settle({ error: new Error('Streaming does not support non-async handlers.') });
+    }
+  });
+  currentInvocation = undefined;
+  if ('error' in outcome) {
+    const body = errorBody(outcome.error);
+    writeLog(`${new Date().toISOString()}\t${requestId}\tERROR\tInvoke Error \t${JSON.stringify(body)}`);
+    if (!request.writableEnded) {
+      request.addTrailers({
+        'Lambda-Runtime-Function-Error-Type': body.errorType,
+        'Lambda-Runtime-Function-Error-Body': Buffer.from(JSON.stringify(body)).toString('base64'),
+      });
+      responseStream.end();
+    }
+  } else if (!request.writableEnded) {
+    responseStream.end();
+  }
+  await done;
 }
 
 async function main() {

@@ -57,6 +57,10 @@ pub fn routes() -> Router<Arc<ApiState>> {
         )
         .route("/2015-03-31/functions/{name}/invocations", post(invoke))
         .route(
+            "/2021-11-15/functions/{name}/response-streaming-invocations",
+            post(crate::streaming::invoke_with_response_stream),
+        )
+        .route(
             "/2017-10-31/functions/{name}/concurrency",
             put(put_concurrency).delete(delete_concurrency),
         )

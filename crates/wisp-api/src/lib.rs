@@ -1,4 +1,5 @@
-//! The HTTP API: Lambda's REST protocol (control plane and Invoke) and Wisp's own `/wisp/v1` routes.
+//! The HTTP API: Lambda's REST protocol (control plane, Invoke and InvokeWithResponseStream) and
+//! Wisp's own `/wisp/v1` routes.
 //!
 //! Handlers decode the wire format, call the control plane or the engine, and encode the answer
 //! in AWS's shape (errors: `X-Amzn-ErrorType` header and a JSON body with `Type` and `Message`).
@@ -8,6 +9,7 @@ pub mod auth;
 mod event_config;
 mod lambda;
 mod provisioned;
+mod streaming;
 mod wisp;
 
 use std::sync::Arc;

@@ -121,6 +121,31 @@ impl Client {
         headers: &[(&str, String)],
         body: Vec<u8>,
     ) -> anyhow::Result<Reply> {
+        let response = self
+            .send_streaming(method, path_and_query, headers, body)
+            .await?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response
+            .bytes()
+            .await
+            .context("the server closed the connection mid-answer")?;
+        Ok(Reply {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// Sends a signed request and returns as soon as the answer's headers have arrived, so that
+    /// its body can be read as it comes.
+    pub async fn send_streaming(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        headers: &[(&str, String)],
+        body: Vec<u8>,
+    ) -> anyhow::Result<reqwest::Response> {
         let url = reqwest::Url::parse(&format!("{}{path_and_query}", self.endpoint))
             .context("invalid endpoint URL")?;
         let host = match url.port() {
@@ -177,19 +202,8 @@ impl Client {
                 request = request.header(name.as_str(), value.as_str());
             }
         }
-        let response = request.body(body).send().await.with_context(|| {
+        request.body(body).send().await.with_context(|| {
             format!("cannot reach the wisp server at {}; hint: start it with `wisp serve` or set --endpoint", self.endpoint)
-        })?;
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = response
-            .bytes()
-            .await
-            .context("the server closed the connection mid-answer")?;
-        Ok(Reply {
-            status,
-            headers,
-            body,
         })
     }
 

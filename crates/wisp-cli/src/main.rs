@@ -4,6 +4,7 @@
 
 mod client;
 mod deploy;
+mod stream;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -116,6 +117,9 @@ enum Command {
         /// result later with `wisp invocations get ID`.
         #[arg(long = "async", conflicts_with = "log")]
         event: bool,
+        /// Invoke with InvokeWithResponseStream and print the response's chunks as they arrive.
+        #[arg(long, conflicts_with = "event")]
+        stream: bool,
     },
     /// List functions.
     Ls,
@@ -370,6 +374,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             qualifier,
             log,
             event,
+            stream,
         } => {
             let payload = match (payload, payload_file) {
                 (Some(text), _) => text.into_bytes(),
@@ -377,6 +382,10 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                     .with_context(|| format!("cannot read {}", path.display()))?,
                 (None, None) => b"{}".to_vec(),
             };
+            if stream {
+                return stream::invoke(&client, &function, qualifier.as_deref(), payload, log)
+                    .await;
+            }
             let mut path = format!("/2015-03-31/functions/{}/invocations", segment(&function));
             if let Some(qualifier) = qualifier {
                 path.push_str(&format!("?Qualifier={}", segment(&qualifier)));

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::io::AsyncReadExt;
 use tokio::sync::{oneshot, watch};
-use wisp_runtime_api::{Dispatch, Invocation, RuntimeOutcome, RuntimeState};
+use wisp_runtime_api::{Dispatch, Invocation, RuntimeOutcome, RuntimeState, StreamFrame};
 use wisp_sandbox::{ExitReport, SandboxSpec, SpawnedSandbox};
 
 use crate::sinks::Sinks;
@@ -44,6 +44,11 @@ pub struct Instance {
     pub last_used: Mutex<Instant>,
     stopping: AtomicBool,
 }
+
+/// Where a streaming invocation's response chunks go, in order, as the function produces them.
+/// Unbounded so that a slow caller never holds up the function's timeout; the Runtime API caps a
+/// streamed response at 20 MB.
+pub type ChunkSink = tokio::sync::mpsc::UnboundedSender<Bytes>;
 
 /// How one invocation on an instance ended.
 pub enum RunOutcome {
@@ -221,11 +226,20 @@ impl Instance {
     }
 
     /// Runs one invocation. `timeout` is the function's; init has its own limit before it.
-    pub async fn run(
+    /// A response the runtime streams is collected (up to 6 MB) into the outcome's payload.
+    pub async fn run(&self, invocation: Invocation, timeout: Duration, version: &str) -> RunResult {
+        self.run_with(invocation, timeout, version, None).await
+    }
+
+    /// [`Instance::run`], with the response also going to `sink` as it is produced: each chunk the
+    /// runtime streams as it arrives, or a buffered response as one chunk. The outcome's payload is
+    /// then empty for a successful streamed response.
+    pub async fn run_with(
         &self,
         mut invocation: Invocation,
         timeout: Duration,
         version: &str,
+        sink: Option<&ChunkSink>,
     ) -> RunResult {
         let request_id = invocation.request_id.clone();
         {
@@ -353,20 +367,112 @@ impl Instance {
         let mut exited = self.exited.clone();
         let outcome = tokio::select! {
             outcome = outcome => match outcome {
-                Ok(RuntimeOutcome::Response(payload)) => RunOutcome::Response { payload, duration_us: elapsed_us(started) },
+                Ok(RuntimeOutcome::Response(payload)) => {
+                    if let Some(sink) = sink && !payload.is_empty() {
+                        let _ = sink.send(payload.clone());
+                    }
+                    RunOutcome::Response { payload, duration_us: elapsed_us(started) }
+                }
                 Ok(RuntimeOutcome::Error { error_type, body }) => RunOutcome::FunctionError { error_type, payload: body, duration_us: elapsed_us(started) },
+                Ok(RuntimeOutcome::Stream(frames)) => self.follow_stream(&request_id, frames, started, timeout, sink).await,
                 Err(_) => self.exit_outcome(&request_id, started).await,
             },
             _ = async { let _ = exited.wait_for(Option::is_some).await; } => self.exit_outcome(&request_id, started).await,
-            _ = tokio::time::sleep(timeout) => {
-                self.kill(nix::sys::signal::Signal::SIGKILL);
-                let seconds = format!("{:.2}", timeout.as_secs_f64());
-                self.note(&format!("{} {request_id} Task timed out after {seconds} seconds\n", chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ")));
-                let message = format!("RequestId: {request_id} Error: Task timed out after {seconds} seconds");
-                RunOutcome::Fatal { error_type: "Sandbox.Timedout".into(), payload: error_document("Sandbox.Timedout", &message), duration_us: elapsed_us(started), timed_out: true }
-            }
+            _ = tokio::time::sleep(timeout) => self.timed_out(&request_id, started, timeout),
         };
         self.finish(outcome, init_duration_us).await
+    }
+
+    /// Kills the instance whose invocation ran out of time and describes it as Lambda does.
+    fn timed_out(&self, request_id: &str, started: Instant, timeout: Duration) -> RunOutcome {
+        self.kill(nix::sys::signal::Signal::SIGKILL);
+        let seconds = format!("{:.2}", timeout.as_secs_f64());
+        self.note(&format!(
+            "{} {request_id} Task timed out after {seconds} seconds\n",
+            chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        ));
+        let message =
+            format!("RequestId: {request_id} Error: Task timed out after {seconds} seconds");
+        RunOutcome::Fatal {
+            error_type: "Sandbox.Timedout".into(),
+            payload: error_document("Sandbox.Timedout", &message),
+            duration_us: elapsed_us(started),
+            timed_out: true,
+        }
+    }
+
+    /// Follows a streamed response to its end, within the invocation's timeout: chunks go to
+    /// `sink` as they arrive or, without one, are collected up to the buffered limit.
+    async fn follow_stream(
+        &self,
+        request_id: &str,
+        mut frames: tokio::sync::mpsc::Receiver<StreamFrame>,
+        started: Instant,
+        timeout: Duration,
+        sink: Option<&ChunkSink>,
+    ) -> RunOutcome {
+        let deadline = tokio::time::Instant::from_std(started + timeout);
+        let mut collected = bytes::BytesMut::new();
+        let mut exited = self.exited.clone();
+        loop {
+            let frame = tokio::select! {
+                frame = frames.recv() => frame,
+                _ = async { let _ = exited.wait_for(Option::is_some).await; } => return self.exit_outcome(request_id, started).await,
+                _ = tokio::time::sleep_until(deadline) => return self.timed_out(request_id, started, timeout),
+            };
+            match frame {
+                Some(StreamFrame::Data(chunk)) => match sink {
+                    // The caller may have hung up; the invocation still runs to its end.
+                    Some(sink) => {
+                        let _ = sink.send(chunk);
+                    }
+                    None if collected.len() + chunk.len()
+                        > wisp_runtime_api::MAX_RESPONSE_BYTES =>
+                    {
+                        let message = format!(
+                            "Response payload size exceeded maximum allowed payload size ({} bytes).",
+                            wisp_runtime_api::MAX_RESPONSE_BYTES
+                        );
+                        return RunOutcome::FunctionError {
+                            payload: error_document("Function.ResponseSizeTooLarge", &message),
+                            error_type: "Function.ResponseSizeTooLarge".into(),
+                            duration_us: elapsed_us(started),
+                        };
+                    }
+                    None => collected.extend_from_slice(&chunk),
+                },
+                Some(StreamFrame::End) => {
+                    return RunOutcome::Response {
+                        payload: collected.freeze(),
+                        duration_us: elapsed_us(started),
+                    };
+                }
+                // A connection that broke mid-stream usually means a runtime that died: say so
+                // if it did, and never reuse an instance whose runtime lost its way.
+                Some(StreamFrame::Error { error_type, body })
+                    if error_type == wisp_runtime_api::streaming::TRUNCATED_RESPONSE =>
+                {
+                    if self.wait_exit(Duration::from_millis(500)).await.is_some() {
+                        return self.exit_outcome(request_id, started).await;
+                    }
+                    return RunOutcome::Fatal {
+                        error_type,
+                        payload: body,
+                        duration_us: elapsed_us(started),
+                        timed_out: false,
+                    };
+                }
+                Some(StreamFrame::Error { error_type, body }) => {
+                    return RunOutcome::FunctionError {
+                        error_type,
+                        payload: body,
+                        duration_us: elapsed_us(started),
+                    };
+                }
+                // The runtime's connection or process ended mid-stream.
+                None => return self.exit_outcome(request_id, started).await,
+            }
+        }
     }
 
     async fn exit_outcome(&self, request_id: &str, started: Instant) -> RunOutcome {

@@ -10,6 +10,7 @@ pub mod events;
 pub mod instance;
 pub mod provisioned;
 pub mod sinks;
+pub mod streaming;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -26,6 +27,7 @@ use wisp_types::*;
 
 use instance::{Instance, InstanceSpec, RunOutcome};
 pub use sinks::Sinks;
+pub use streaming::{StreamCompletion, StreamEvent, StreamEvents, StreamingInvoke};
 
 /// Settings of the engine.
 #[derive(Debug, Clone)]
@@ -287,6 +289,33 @@ impl Engine {
         client_context: Option<String>,
         invocation_type: &str,
     ) -> Result<Execution, ApiError> {
+        self.execute_with(
+            resolved,
+            version,
+            instance,
+            request_id,
+            payload,
+            client_context,
+            invocation_type,
+            None,
+        )
+        .await
+    }
+
+    /// [`Engine::execute`], with the response's chunks also sent to `sink` as they come
+    /// (see [`instance::Instance::run_with`]).
+    #[allow(clippy::too_many_arguments)]
+    async fn execute_with(
+        &self,
+        resolved: &Resolved,
+        version: &Arc<StoredVersion>,
+        instance: Option<(Arc<Instance>, bool)>,
+        request_id: String,
+        payload: Bytes,
+        client_context: Option<String>,
+        invocation_type: &str,
+        sink: Option<&instance::ChunkSink>,
+    ) -> Result<Execution, ApiError> {
         let pool = self.pool(&resolved.account, &resolved.function_name, version);
         let (instance, cold) = match instance {
             Some(given) => given,
@@ -313,10 +342,11 @@ impl Engine {
         let config = &version.config;
         let started_ms = instance::unix_ms();
         let result = instance
-            .run(
+            .run_with(
                 invocation,
                 Duration::from_secs(config.timeout as u64),
                 &config.version,
+                sink,
             )
             .await;
 

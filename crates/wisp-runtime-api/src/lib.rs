@@ -5,7 +5,10 @@
 //! runtime can only ever see the invocations of its own instance.
 //!
 //! This crate knows nothing about storage, scheduling or the public API: it moves invocations from a
-//! channel to the runtime and outcomes back.
+//! channel to the runtime and outcomes back. Responses come whole (buffered, up to 6 MB) or, in the
+//! streaming response mode, frame by frame ([`streaming`]).
+
+pub mod streaming;
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -15,6 +18,8 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use tokio::sync::{mpsc, oneshot, watch};
+
+pub use streaming::{MAX_STREAMED_RESPONSE_BYTES, StreamFrame};
 
 /// Largest response or error body a runtime may post (Lambda's 6 MB).
 pub const MAX_RESPONSE_BYTES: usize = 6 * 1024 * 1024;
@@ -33,7 +38,7 @@ pub struct Invocation {
 }
 
 /// What the runtime answered for one invocation.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub enum RuntimeOutcome {
     Response(Bytes),
     /// The function failed; `body` is the error document the runtime posted.
@@ -41,6 +46,8 @@ pub enum RuntimeOutcome {
         error_type: String,
         body: Bytes,
     },
+    /// The runtime answers in the streaming response mode: its body follows frame by frame.
+    Stream(mpsc::Receiver<StreamFrame>),
 }
 
 /// An invocation together with where its outcome goes.
@@ -74,7 +81,7 @@ pub struct RuntimeEndpoint {
     inner: Arc<EndpointInner>,
 }
 
-struct EndpointInner {
+pub(crate) struct EndpointInner {
     dispatches: tokio::sync::Mutex<mpsc::Receiver<Dispatch>>,
     current: Mutex<Option<(String, oneshot::Sender<RuntimeOutcome>)>>,
     state: watch::Sender<RuntimeState>,
@@ -129,7 +136,7 @@ pub async fn serve(listener: tokio::net::TcpListener, endpoint: RuntimeEndpoint)
     }
 }
 
-type Body = Full<Bytes>;
+pub(crate) type Body = Full<Bytes>;
 
 async fn handle(inner: &EndpointInner, request: Request<Incoming>) -> Response<Body> {
     let path = request.uri().path().to_string();
@@ -149,6 +156,9 @@ async fn handle(inner: &EndpointInner, request: Request<Incoming>) -> Response<B
             ],
         ) => {
             let request_id = request_id.to_string();
+            if streaming::is_streaming(&request) {
+                return streaming::respond(inner, &request_id, request).await;
+            }
             match read_body(request).await {
                 Ok(body) => {
                     let answer = complete(inner, &request_id, RuntimeOutcome::Response(body));
@@ -255,7 +265,11 @@ async fn next_invocation(inner: &EndpointInner) -> Response<Body> {
         .unwrap_or_else(|_| internal_error())
 }
 
-fn complete(inner: &EndpointInner, request_id: &str, outcome: RuntimeOutcome) -> Response<Body> {
+pub(crate) fn complete(
+    inner: &EndpointInner,
+    request_id: &str,
+    outcome: RuntimeOutcome,
+) -> Response<Body> {
     let mut current = inner
         .current
         .lock()
@@ -313,7 +327,7 @@ fn error_type_header(request: &Request<Incoming>) -> Option<String> {
 
 /// Picks the error type (the body's `errorType` first, as `awslambdaric` sends no header, then the header)
 /// and makes sure the body is a JSON error document.
-fn normalise_error(header_type: Option<String>, body: Bytes) -> (String, Bytes) {
+pub(crate) fn normalise_error(header_type: Option<String>, body: Bytes) -> (String, Bytes) {
     let parsed: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
     let body_type = parsed
         .as_ref()
@@ -332,11 +346,11 @@ fn normalise_error(header_type: Option<String>, body: Bytes) -> (String, Bytes) 
     }
 }
 
-fn accepted() -> Response<Body> {
+pub(crate) fn accepted() -> Response<Body> {
     json_response(StatusCode::ACCEPTED, r#"{"status":"OK"}"#.into())
 }
 
-fn json_response(status: StatusCode, body: String) -> Response<Body> {
+pub(crate) fn json_response(status: StatusCode, body: String) -> Response<Body> {
     Response::builder()
         .status(status)
         .header("content-type", "application/json")

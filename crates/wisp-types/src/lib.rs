@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod error;
+pub mod eventstream;
 pub mod invocation;
 pub mod names;
 pub mod sigv4;

@@ -6,4 +6,5 @@ mod events;
 mod python;
 mod restart;
 mod sdk;
+mod streaming;
 mod support;
