@@ -36,7 +36,7 @@ use wisp_control::Resolved;
 use wisp_types::*;
 
 use crate::instance::{Instance, unix_ms};
-use crate::{Engine, InvokeRequest, InvokeResponse, Slot, random_uuid};
+use crate::{Engine, InvokeRequest, InvokeResponse, Slot, request_id};
 
 /// Name of the consumer that runs a queue's events.
 pub const QUEUE_CONSUMER: &str = "dispatcher";
@@ -56,6 +56,8 @@ const THROTTLE_POLL: Duration = Duration::from_millis(50);
 /// New instances one queue starts at once. A backlog takes warm instances as they come free and grows
 /// by this many at a time, rather than starting an instance for every waiting event.
 const MAX_STARTING: usize = 2;
+/// How long an event waits for one of its queue's busy instances before a new one is started for it.
+const NEW_INSTANCE_AFTER: Duration = Duration::from_millis(10);
 /// How soon after events are taken from memory the store is asked to count their deliveries.
 const COUNT_INTERVAL: Duration = Duration::from_millis(10);
 
@@ -292,7 +294,7 @@ impl Engine {
             .resolve(&request.account, &request.function, request.qualifier)
             .await?;
         let header = EventHeader {
-            request_id: random_uuid().to_string(),
+            request_id: request_id().to_string(),
             qualifier: qualifier.map(|qualifier| qualifier.to_string()),
             enqueued_us: unix_us(),
             retries: 0,
@@ -773,7 +775,7 @@ impl Engine {
             document["responsePayload"] = result_value(&run.response);
         }
         let header = EventHeader {
-            request_id: random_uuid().to_string(),
+            request_id: request_id().to_string(),
             qualifier: reference.qualifier.map(|qualifier| qualifier.to_string()),
             enqueued_us: unix_us(),
             retries: 0,
@@ -887,6 +889,8 @@ async fn dispatch(engine: Weak<Engine>, queue: Arc<Queue>) {
     let mut last_trim = Instant::now();
     // Events were taken from memory since the last consume (the store has not counted their delivery).
     let mut uncounted = 0usize;
+    // Since when the event at the head has waited for an instance.
+    let mut blocked_since: Option<Instant> = None;
     let mut last_consume = Instant::now();
     let reference = FunctionRef {
         account: None,
@@ -1100,8 +1104,13 @@ async fn dispatch(engine: Weak<Engine>, queue: Arc<Queue>) {
             let pool = engine.pool(&resolved.account, &resolved.function_name, &version);
             let warm = engine.take_warm(&pool);
             if warm.is_none() {
-                if queue.starting.load(Ordering::SeqCst) >= MAX_STARTING {
-                    // Wait for a warm instance to come free or a new one to be ready.
+                // A new instance only when none of this queue's runs will free one soon: nothing runs, or
+                // the event has waited for one longer than a warm instance usually takes.
+                let blocked_for = blocked_since.get_or_insert_with(Instant::now).elapsed();
+                let nothing_runs = queue.in_flight().is_empty();
+                if queue.starting.load(Ordering::SeqCst) >= MAX_STARTING
+                    || !(nothing_runs || blocked_for >= NEW_INSTANCE_AFTER)
+                {
                     drop(slot);
                     ready.push_front(event);
                     waiting = true;
@@ -1109,6 +1118,7 @@ async fn dispatch(engine: Weak<Engine>, queue: Arc<Queue>) {
                 }
                 queue.starting.fetch_add(1, Ordering::SeqCst);
             }
+            blocked_since = None;
             queue.in_flight().insert(event.offset);
             let engine = engine.clone();
             let queue = queue.clone();
@@ -1147,7 +1157,11 @@ async fn dispatch(engine: Weak<Engine>, queue: Arc<Queue>) {
         let wait = if stalled {
             Duration::from_secs(1)
         } else if waiting {
-            THROTTLE_POLL
+            if blocked_since.is_some() {
+                NEW_INSTANCE_AFTER
+            } else {
+                THROTTLE_POLL
+            }
         } else {
             match delayed.keys().next() {
                 Some((due_ms, _)) => Duration::from_millis(due_ms.saturating_sub(unix_ms()).max(1)),

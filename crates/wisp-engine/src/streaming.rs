@@ -82,7 +82,7 @@ impl Engine {
             )
             .await?;
         let version = resolved.pick(crate::rand_unit()).clone();
-        let request_id = crate::random_uuid().to_string();
+        let request_id = crate::request_id().to_string();
         let executed_version = version.config.version.clone();
         let (events, receiver) = mpsc::unbounded_channel();
         if request.invocation_type == InvocationType::DryRun {
