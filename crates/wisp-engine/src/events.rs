@@ -444,8 +444,8 @@ impl Engine {
     }
 
     /// Sends every dead letter of a function back to its queue as a new event (same request id, age
-    /// counted from now, retries from zero) and removes it from the dead-letter log; returns how many.
-    /// A crash in the middle can send some twice (at least once, never lost).
+    /// counted from now, retries from zero) and removes each from the dead-letter log once it is queued;
+    /// returns how many. A crash in the middle can send one twice (at least once, never lost).
     pub async fn redrive(&self, account: &AccountId, function: &str) -> Result<usize, ApiError> {
         let _one_at_a_time = self.queues.redriving.lock().await;
         let topic = dead_letter_topic(&account.0, function);
@@ -462,13 +462,14 @@ impl Engine {
                 break;
             };
             for record in records.into_iter().filter(|record| record.offset <= last) {
-                let letter: DeadLetter = match serde_json::from_slice(&record.payload) {
-                    Ok(letter) => letter,
-                    Err(error) => {
-                        tracing::warn!(%error, offset = record.offset, topic, "unreadable dead letter left in place");
-                        continue;
-                    }
-                };
+                // An unreadable entry stops the redrive: it and the entries after it stay in the log.
+                let letter: DeadLetter =
+                    serde_json::from_slice(&record.payload).map_err(|error| {
+                        ApiError::internal(format!(
+                            "dead letter {} of {function} is unreadable ({error}); the entries before it were sent again, it and the rest are left in place",
+                            record.offset
+                        ))
+                    })?;
                 let qualifier = letter
                     .qualifier
                     .as_deref()
@@ -506,18 +507,18 @@ impl Engine {
                     ),
                     None,
                 );
+                // Removed once its event is queued again: a crash in between sends it twice, never zero times.
+                self.log
+                    .trim(&topic, record.offset + 1)
+                    .await
+                    .map_err(store_failure)?;
                 count += 1;
             }
-            self.log
-                .trim(&topic, end.min(last) + 1)
-                .await
-                .map_err(store_failure)?;
             from = end + 1;
         }
         Ok(count)
     }
 
-    /// Runs one event that holds a concurrency slot, then settles it.
     /// Runs one event that holds a concurrency slot — on `warm`, or on a new instance the dispatcher
     /// counted in `queue.starting` — then settles it.
     async fn run_event(
