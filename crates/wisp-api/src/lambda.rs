@@ -590,6 +590,7 @@ async fn invoke(
         invocation_type,
         want_log_tail,
         client_context,
+        idempotency_key: header("idempotency-key").map(str::to_string),
     };
     if invocation_type == InvocationType::Event {
         // Answered only once the event is durable; it runs later, from its function's queue.
@@ -629,6 +630,12 @@ async fn invoke(
         && let Ok(value) = HeaderValue::from_str(&error)
     {
         headers.insert("x-amz-function-error", value);
+    }
+    // A duplicate of an idempotent call: the outcome is the one of this earlier request.
+    if let Some(original) = outcome.replay_of
+        && let Ok(value) = HeaderValue::from_str(&original)
+    {
+        headers.insert("x-wisp-idempotent-replay", value);
     }
     if let Some(tail) = outcome.log_tail
         && let Ok(value) =

@@ -79,6 +79,8 @@ pub(crate) async fn invoke_with_response_stream(
         invocation_type,
         want_log_tail,
         client_context,
+        // Streamed responses are not stored, so a streaming call is never an idempotent replay.
+        idempotency_key: None,
     };
     let started = state.engine.invoke_streaming(request).await?;
     let status = if invocation_type == InvocationType::DryRun {

@@ -6,13 +6,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::response::Response;
 use axum::routing::{get, post};
 use serde_json::json;
 use wisp_engine::sinks::{logs_topic, record_key, records_topic};
-use wisp_types::{ApiError, FunctionRef, InvocationRecord};
+use wisp_types::{
+    ApiError, DEFAULT_IDEMPOTENCY_WINDOW_SECONDS, FunctionRef, IdempotencyConfig, InvocationRecord,
+};
 
 use crate::{ApiState, Caller, Failure, json_response};
 
@@ -21,6 +25,16 @@ pub fn routes() -> Router<Arc<ApiState>> {
         .route("/wisp/v1/functions/{name}/logs", get(logs))
         .route("/wisp/v1/functions/{name}/invocations", get(invocations))
         .route("/wisp/v1/invocations/{request_id}", get(invocation))
+        .route(
+            "/wisp/v1/functions/{name}/idempotency",
+            get(get_idempotency)
+                .put(put_idempotency)
+                .delete(delete_idempotency),
+        )
+        .route(
+            "/wisp/v1/functions/{name}/idempotency/{key}",
+            get(idempotency_key),
+        )
         .route("/wisp/v1/functions/{name}/dlq", get(dead_letters))
         .route("/wisp/v1/functions/{name}/dlq/redrive", post(redrive))
         .route("/wisp/v1/doctor", get(doctor))
@@ -140,6 +154,97 @@ async fn invocation(
         )))
     })?;
     Ok(json_response(StatusCode::OK, &record))
+}
+
+async fn put_idempotency(
+    State(state): State<Arc<ApiState>>,
+    Extension(Caller(account)): Extension<Caller>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, Failure> {
+    let function = FunctionRef::parse(&name)?;
+    let mut config: serde_json::Value = crate::parse_json(&body)?;
+    // The window has a default; everything else is the caller's to give.
+    if config.get("WindowSeconds").is_none() {
+        config["WindowSeconds"] = DEFAULT_IDEMPOTENCY_WINDOW_SECONDS.into();
+    }
+    let config: IdempotencyConfig = serde_json::from_value(config).map_err(|error| {
+        Failure(ApiError::invalid(format!(
+            "idempotency settings are not valid: {error}"
+        )))
+    })?;
+    let config = state
+        .control
+        .put_idempotency_config(&account, &function.name, config)
+        .await?;
+    Ok(json_response(StatusCode::OK, &config))
+}
+
+async fn get_idempotency(
+    State(state): State<Arc<ApiState>>,
+    Extension(Caller(account)): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Result<Response, Failure> {
+    let function = FunctionRef::parse(&name)?;
+    let config = state
+        .control
+        .get_idempotency_config(&account, &function.name)
+        .await?;
+    Ok(json_response(StatusCode::OK, &config))
+}
+
+async fn delete_idempotency(
+    State(state): State<Arc<ApiState>>,
+    Extension(Caller(account)): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Result<Response, Failure> {
+    let function = FunctionRef::parse(&name)?;
+    state
+        .control
+        .delete_idempotency_config(&account, &function.name)
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The state and outcome of the execution behind one idempotency key.
+async fn idempotency_key(
+    State(state): State<Arc<ApiState>>,
+    Extension(Caller(account)): Extension<Caller>,
+    Path((name, key)): Path<(String, String)>,
+) -> Result<Response, Failure> {
+    let function = FunctionRef::parse(&name)?;
+    state
+        .control
+        .get_function(&account, &function.name, None)
+        .await?;
+    let record = state
+        .engine
+        .idempotency_record(&account, &function.name, &key)
+        .await?
+        .ok_or_else(|| {
+            Failure(ApiError::not_found(format!(
+                "no execution of {} with idempotency key {key:?} (or it expired more than an hour ago)",
+                function.name
+            )))
+        })?;
+    let now = chrono::Utc::now().timestamp_millis() as u64;
+    let mut body = json!({
+        "Key": record.key,
+        "State": record.reported_state(now),
+        "RequestId": record.request_id,
+        "StartedMs": record.started_ms,
+        "UntilMs": record.until_ms,
+    });
+    if let Some(version) = &record.version {
+        body["Version"] = version.clone().into();
+    }
+    if let Some(error_type) = &record.error_type {
+        body["ErrorType"] = error_type.clone().into();
+    }
+    if record.result_base64.is_some() {
+        body["Result"] = wisp_types::result_value(&record.result());
+    }
+    Ok(json_response(StatusCode::OK, &body))
 }
 
 /// Entries of a function's dead-letter log, oldest first.

@@ -11,6 +11,7 @@
 //! `pc/{account}/{name}/{qualifier}` → [`StoredProvisionedConcurrency`] (see [`provisioned`]).
 
 pub mod event_config;
+pub mod idempotency;
 pub mod provisioned;
 pub mod runtimes;
 
@@ -98,6 +99,8 @@ pub struct Resolved {
     pub reserved_concurrency: Option<u32>,
     /// How events sent to this qualifier are retried and where their outcomes go.
     pub event_config: Option<Arc<EventInvokeConfig>>,
+    /// Whether and how calls of this function are made idempotent.
+    pub idempotency: Option<Arc<IdempotencyConfig>>,
 }
 
 impl Resolved {
@@ -784,6 +787,10 @@ impl ControlPlane {
                 }
                 self.delete_event_invoke_configs(account, name).await?;
                 self.kv
+                    .delete(&idempotency::idempotency_key(account, name))
+                    .await
+                    .map_err(store_error)?;
+                self.kv
                     .delete(&function_key(account, name))
                     .await
                     .map_err(store_error)?;
@@ -1130,6 +1137,10 @@ impl ControlPlane {
             )
             .await?
             .map(Arc::new);
+        let idempotency = self
+            .stored_idempotency_config(account, name)
+            .await?
+            .map(Arc::new);
         let resolved = Arc::new(Resolved {
             account: account.clone(),
             function_name: name.clone(),
@@ -1138,6 +1149,7 @@ impl ControlPlane {
             additional,
             reserved_concurrency: function.reserved_concurrency,
             event_config,
+            idempotency,
         });
         let mut cache = self
             .resolved

@@ -107,6 +107,10 @@ struct EventHeader {
     due_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     client_context: Option<String>,
+    /// The event's idempotency key, when its function is idempotent (taken from the event or the header
+    /// when it was accepted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    idempotency_key: Option<String>,
 }
 
 /// A queue record: the header's length (4 bytes, big-endian), the header as JSON, then the payload.
@@ -150,6 +154,8 @@ pub struct DeadLetter {
     pub payload: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_context: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 /// The queues this engine runs.
@@ -243,6 +249,7 @@ enum Condition {
     EventAgeExceeded,
     FunctionNotFound,
     DeliveryLimitExceeded,
+    IdempotencyKeyMismatch,
 }
 
 impl Condition {
@@ -252,6 +259,7 @@ impl Condition {
             Condition::EventAgeExceeded => "EventAgeExceeded",
             Condition::FunctionNotFound => "FunctionNotFound",
             Condition::DeliveryLimitExceeded => "DeliveryLimitExceeded",
+            Condition::IdempotencyKeyMismatch => "IdempotencyKeyMismatch",
         }
     }
 }
@@ -301,6 +309,9 @@ impl Engine {
             prior_attempts: 0,
             due_ms: 0,
             client_context: request.client_context,
+            idempotency_key: resolved.idempotency.as_ref().and_then(|config| {
+                config.key_of(&request.payload, request.idempotency_key.as_deref())
+            }),
         };
         let payload = if request.payload.is_empty() {
             Bytes::from_static(b"{}")
@@ -339,6 +350,7 @@ impl Engine {
             payload: Bytes::new(),
             function_error: None,
             log_tail: None,
+            replay_of: None,
         })
     }
 
@@ -490,6 +502,7 @@ impl Engine {
                     prior_attempts: letter.attempts,
                     due_ms: 0,
                     client_context: letter.client_context,
+                    idempotency_key: letter.idempotency_key,
                 };
                 self.append_event(
                     account,
@@ -536,6 +549,73 @@ impl Engine {
             .enqueued_us
             .max(event.header.due_ms.saturating_mul(1000));
         let queue_delay_us = unix_us().saturating_sub(ready_us);
+        // An idempotent event runs only if it claims its key; otherwise it ends with the stored outcome.
+        let mut idempotent = None;
+        if let (Some(config), Some(key)) = (&resolved.idempotency, &event.header.idempotency_key) {
+            let timeout = Duration::from_secs(version.config.timeout as u64);
+            let claimed = self
+                .claim_key(
+                    &resolved,
+                    config,
+                    key,
+                    &event.payload,
+                    &event.header.request_id,
+                    timeout,
+                )
+                .await;
+            let claimed = match claimed {
+                Ok(crate::idempotency::Claim::Run(held)) => {
+                    idempotent = Some(held);
+                    None
+                }
+                other => Some(other),
+            };
+            if let Some(claimed) = claimed {
+                // Nothing runs: give back the slot and the instance taken for this event.
+                drop(slot);
+                match warm {
+                    Some(instance) => {
+                        let pool = self.pool(&resolved.account, &resolved.function_name, &version);
+                        self.return_idle(&pool, instance);
+                    }
+                    None => {
+                        queue.starting.fetch_sub(1, Ordering::SeqCst);
+                    }
+                }
+                match claimed {
+                    Ok(crate::idempotency::Claim::Replay(stored)) => {
+                        self.replay(
+                            &resolved,
+                            event.header.request_id.clone(),
+                            key.clone(),
+                            stored,
+                            "Event",
+                        );
+                        self.ack(queue, event.offset).await;
+                    }
+                    Ok(crate::idempotency::Claim::Run(_)) => unreachable!("handled above"),
+                    Err(error) => {
+                        let run = LastRun {
+                            version: version.config.version.clone(),
+                            error_type: Some(error.code.aws_name().to_string()),
+                            response: Bytes::from(
+                                json!({ "errorType": error.code.aws_name(), "errorMessage": error.message })
+                                    .to_string(),
+                            ),
+                        };
+                        self.fail(
+                            queue,
+                            &resolved,
+                            &event,
+                            Condition::IdempotencyKeyMismatch,
+                            Some(&run),
+                        )
+                        .await;
+                    }
+                }
+                return;
+            }
+        }
         self.sinks.state(
             waiting_record(
                 &resolved,
@@ -571,6 +651,19 @@ impl Engine {
             Err(error) => Err(error),
         };
         drop(slot);
+        match (&execution, idempotent) {
+            (Ok(execution), Some(held)) => {
+                self.complete_key(
+                    held,
+                    &execution.record.version,
+                    execution.error_type.as_deref(),
+                    &execution.payload,
+                )
+                .await
+            }
+            (Err(_), Some(held)) => self.release_key(held).await,
+            (_, None) => {}
+        }
         let (mut record, response) = match execution {
             Ok(execution) => {
                 let mut log_text = execution.log_text;
@@ -690,6 +783,10 @@ impl Engine {
                 "the server stopped during {} runs of this event; it is not run again",
                 event.deliveries - 1
             ),
+            Condition::IdempotencyKeyMismatch => format!(
+                "its idempotency key {:?} was first used with another payload",
+                event.header.idempotency_key.as_deref().unwrap_or_default()
+            ),
         };
         let mut condition_name = condition.name();
         if let Some(destination) = destination {
@@ -723,6 +820,7 @@ impl Engine {
             response: run.map(|run| result_value(&run.response)),
             payload: String::from_utf8_lossy(&event.payload).into_owned(),
             client_context: event.header.client_context.clone(),
+            idempotency_key: event.header.idempotency_key.clone(),
         };
         let topic = dead_letter_topic(&queue.account.0, &queue.function);
         let bytes = serde_json::to_vec(&letter).expect("dead letters serialise");
@@ -783,6 +881,10 @@ impl Engine {
             prior_attempts: 0,
             due_ms: 0,
             client_context: None,
+            idempotency_key: target
+                .idempotency
+                .as_ref()
+                .and_then(|config| config.key_of(document.to_string().as_bytes(), None)),
         };
         self.append_event(
             &target.account,
@@ -834,6 +936,8 @@ fn waiting_record(
         attempts,
         enqueued_ms: Some(header.enqueued_us / 1000),
         queue_delay_us: None,
+        idempotency_key: None,
+        replay_of: None,
         result: None,
     }
 }
@@ -1040,6 +1144,7 @@ async fn dispatch(engine: Weak<Engine>, queue: Arc<Queue>) {
                             additional: None,
                             reserved_concurrency: None,
                             event_config: None,
+                            idempotency: None,
                         };
                         engine
                             .fail(&queue, &resolved, &event, Condition::FunctionNotFound, None)
@@ -1228,6 +1333,7 @@ mod tests {
             prior_attempts: 3,
             due_ms: 1_700_000_000_500,
             client_context: Some("{\"a\":1}".into()),
+            idempotency_key: Some("k".into()),
         };
         for payload in [&b""[..], b"{}", b"{\"k\":[1,2,3]}", &[0u8, 255, 10][..]] {
             let bytes = encode_event(&header, payload);
@@ -1248,6 +1354,7 @@ mod tests {
                 prior_attempts: 0,
                 due_ms: 0,
                 client_context: None,
+                idempotency_key: None,
             },
             b"{}",
         );

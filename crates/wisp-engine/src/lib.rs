@@ -7,6 +7,7 @@
 
 pub mod code;
 pub mod events;
+pub mod idempotency;
 pub mod instance;
 pub mod provisioned;
 pub mod sinks;
@@ -71,6 +72,8 @@ pub struct InvokeRequest {
     pub want_log_tail: bool,
     /// Decoded `X-Amz-Client-Context` (JSON text).
     pub client_context: Option<String>,
+    /// The request's `Idempotency-Key` header, used when the function takes its key from there.
+    pub idempotency_key: Option<String>,
 }
 
 pub struct InvokeResponse {
@@ -81,6 +84,8 @@ pub struct InvokeResponse {
     pub function_error: Option<String>,
     /// The invocation's log text (last 4 KB) when asked for.
     pub log_tail: Option<Vec<u8>>,
+    /// For a duplicate of an idempotent call: the request id of the execution whose outcome this is.
+    pub replay_of: Option<String>,
 }
 
 type PoolKey = (String, String, String, String); // account, function, version, revision
@@ -147,6 +152,7 @@ pub struct Engine {
     node_runtime_dir: PathBuf,
     log: Arc<dyn Log>,
     queues: events::Queues,
+    idempotency_waiters: idempotency::Waiters,
     /// The engine itself, for the tasks it starts (queue dispatchers).
     me: std::sync::Weak<Engine>,
 }
@@ -177,6 +183,7 @@ impl Engine {
             node_runtime_dir,
             log,
             queues: events::Queues::default(),
+            idempotency_waiters: idempotency::Waiters::default(),
         });
         tokio::spawn(reap_idle(Arc::downgrade(&engine)));
         tokio::spawn(events::resume(Arc::downgrade(&engine)));
@@ -231,13 +238,45 @@ impl Engine {
                 payload: Bytes::new(),
                 function_error: None,
                 log_tail: None,
+                replay_of: None,
             });
         }
-        let _slot = self.acquire_slot(
+        // An idempotent call runs only if it claims its key; a duplicate waits for, or replays, the outcome.
+        let mut idempotent = None;
+        if let Some(config) = &resolved.idempotency
+            && let Some(key) = config.key_of(&request.payload, request.idempotency_key.as_deref())
+        {
+            let timeout = Duration::from_secs(version.config.timeout as u64);
+            match self
+                .claim_key(
+                    &resolved,
+                    config,
+                    &key,
+                    &request.payload,
+                    &request_id,
+                    timeout,
+                )
+                .await?
+            {
+                idempotency::Claim::Replay(stored) => {
+                    return Ok(self.replay(&resolved, request_id, key, stored, "RequestResponse"));
+                }
+                idempotency::Claim::Run(held) => idempotent = Some((key, held)),
+            }
+        }
+        let slot = match self.acquire_slot(
             &resolved.account,
             &resolved.function_name,
             resolved.reserved_concurrency,
-        )?;
+        ) {
+            Ok(slot) => slot,
+            Err(throttled) => {
+                if let Some((_, held)) = idempotent {
+                    self.release_key(held).await;
+                }
+                return Err(throttled);
+            }
+        };
         let execution = self
             .execute(
                 &resolved,
@@ -248,7 +287,29 @@ impl Engine {
                 request.client_context,
                 "RequestResponse",
             )
-            .await?;
+            .await;
+        drop(slot);
+        let execution = match (execution, idempotent) {
+            (Ok(execution), Some((key, held))) => {
+                self.complete_key(
+                    held,
+                    &execution.record.version,
+                    execution.error_type.as_deref(),
+                    &execution.payload,
+                )
+                .await;
+                let mut execution = execution;
+                execution.record.idempotency_key = Some(key);
+                execution
+            }
+            (Ok(execution), None) => execution,
+            (Err(error), idempotent) => {
+                if let Some((_, held)) = idempotent {
+                    self.release_key(held).await;
+                }
+                return Err(error);
+            }
+        };
         let Execution {
             payload,
             error_type,
@@ -272,7 +333,59 @@ impl Engine {
             payload,
             function_error: error_type.map(|_| "Unhandled".to_string()),
             log_tail,
+            replay_of: None,
         })
+    }
+
+    /// Answers a duplicate of an idempotent call with the stored outcome, and records it (no run, no duration).
+    fn replay(
+        &self,
+        resolved: &Resolved,
+        request_id: String,
+        key: String,
+        stored: idempotency::KeyRecord,
+        invocation_type: &str,
+    ) -> InvokeResponse {
+        let payload = stored.result();
+        let version = stored
+            .version
+            .clone()
+            .unwrap_or_else(|| "$LATEST".to_string());
+        let record = InvocationRecord {
+            request_id: request_id.clone(),
+            account: resolved.account.0.clone(),
+            function_name: resolved.function_name.clone(),
+            version: version.clone(),
+            invocation_type: invocation_type.to_string(),
+            status: if stored.error_type.is_some() {
+                InvocationStatus::Failed
+            } else {
+                InvocationStatus::Succeeded
+            },
+            error_type: stored.error_type.clone(),
+            started_ms: instance::unix_ms(),
+            duration_us: 0,
+            billed_duration_ms: 0,
+            init_duration_us: None,
+            memory_size_mb: resolved.primary.config.memory_size,
+            max_memory_used_mb: 0,
+            cold_start: false,
+            attempts: 0,
+            enqueued_ms: None,
+            queue_delay_us: None,
+            result: None,
+            idempotency_key: Some(key),
+            replay_of: Some(stored.request_id.clone()),
+        };
+        self.sinks.record(record, Some(payload.clone()));
+        InvokeResponse {
+            request_id,
+            executed_version: version,
+            payload,
+            function_error: stored.error_type.map(|_| "Unhandled".to_string()),
+            log_tail: None,
+            replay_of: Some(stored.request_id),
+        }
     }
 
     /// Runs one invocation (the caller holds its concurrency slot) on `instance` — an instance of
@@ -407,6 +520,8 @@ impl Engine {
             attempts: 1,
             enqueued_ms: None,
             queue_delay_us: None,
+            idempotency_key: None,
+            replay_of: None,
             result: None,
         };
         if reusable && !instance.has_exited() {

@@ -282,3 +282,145 @@ pub fn validate_event_invoke_settings(
     }
     Ok(())
 }
+
+/// Lambda has no idempotency; these are Wisp's bounds for a function's idempotency window.
+pub const DEFAULT_IDEMPOTENCY_WINDOW_SECONDS: u32 = 300;
+pub const MAX_IDEMPOTENCY_WINDOW_SECONDS: u32 = 7 * 24 * 3600;
+/// The request header a caller may send its idempotency key in (the IETF draft's name).
+pub const IDEMPOTENCY_KEY_HEADER: &str = "Idempotency-Key";
+/// Longest idempotency key accepted, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 1024;
+
+/// A function's idempotency settings (`/wisp/v1/functions/{name}/idempotency`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct IdempotencyConfig {
+    /// RFC 9535 JSONPath into the event whose first match is the key (a string, or any JSON value,
+    /// whose compact text is then the key); `None` when the key comes from the `Idempotency-Key` header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_json_path: Option<String>,
+    /// The key is the request's `Idempotency-Key` header.
+    #[serde(default)]
+    pub key_header: bool,
+    /// How long a finished execution's outcome answers duplicates.
+    pub window_seconds: u32,
+    /// Whether a failed execution's outcome is replayed too (else a duplicate runs again).
+    #[serde(default)]
+    pub remember_failures: bool,
+    /// Whether a duplicate with a different payload gets the stored outcome (else it is refused).
+    #[serde(default)]
+    pub allow_payload_mismatch: bool,
+    #[serde(default)]
+    pub last_modified: String,
+}
+
+impl IdempotencyConfig {
+    /// Checks the settings a caller sent.
+    pub fn validate(&self) -> Result<(), ApiError> {
+        match (&self.key_json_path, self.key_header) {
+            (Some(_), true) | (None, false) => {
+                return Err(ApiError::invalid(
+                    "give exactly one key source: KeyJsonPath (a JSONPath into the event, such as $.orderId) or KeyHeader: true (the Idempotency-Key header)",
+                ));
+            }
+            (Some(path), false) => {
+                serde_json_path::JsonPath::parse(path).map_err(|error| {
+                    ApiError::invalid(format!("KeyJsonPath {path:?} is not a JSONPath: {error}"))
+                })?;
+            }
+            (None, true) => {}
+        }
+        if !(1..=MAX_IDEMPOTENCY_WINDOW_SECONDS).contains(&self.window_seconds) {
+            return Err(ApiError::invalid(format!(
+                "WindowSeconds {} must be from 1 to {MAX_IDEMPOTENCY_WINDOW_SECONDS}",
+                self.window_seconds
+            )));
+        }
+        Ok(())
+    }
+
+    /// The idempotency key of one request: from the header or the event; `None` when the request has none
+    /// (it then runs like any other).
+    pub fn key_of(&self, payload: &[u8], header: Option<&str>) -> Option<String> {
+        let key = if self.key_header {
+            header.map(str::to_string)
+        } else {
+            let path = serde_json_path::JsonPath::parse(self.key_json_path.as_deref()?).ok()?;
+            let event: serde_json::Value = serde_json::from_slice(payload).ok()?;
+            match path.query(&event).first()? {
+                serde_json::Value::String(text) => Some(text.clone()),
+                serde_json::Value::Null => None,
+                other => Some(other.to_string()),
+            }
+        };
+        key.filter(|key| !key.is_empty() && key.len() <= MAX_IDEMPOTENCY_KEY_BYTES)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn by_path(path: &str) -> IdempotencyConfig {
+        IdempotencyConfig {
+            key_json_path: Some(path.to_string()),
+            key_header: false,
+            window_seconds: 60,
+            remember_failures: false,
+            allow_payload_mismatch: false,
+            last_modified: String::new(),
+        }
+    }
+
+    #[test]
+    fn idempotency_keys_come_from_the_event_or_the_header() {
+        let event = br#"{"order":{"id":"A-1","n":7,"none":null},"list":[{"k":"first"}]}"#;
+        for (path, expected) in [
+            ("$.order.id", Some("A-1")),
+            ("$.order.n", Some("7")),
+            ("$.order", Some(r#"{"id":"A-1","n":7,"none":null}"#)),
+            ("$.list[0].k", Some("first")),
+            ("$['order']['id']", Some("A-1")),
+            ("$.order.none", None),
+            ("$.missing", None),
+        ] {
+            assert_eq!(
+                by_path(path).key_of(event, None).as_deref(),
+                expected,
+                "{path}"
+            );
+        }
+        assert_eq!(by_path("$.order.id").key_of(b"not json", None), None);
+        let header = IdempotencyConfig {
+            key_json_path: None,
+            key_header: true,
+            ..by_path("$")
+        };
+        assert_eq!(header.key_of(event, Some("k-9")).as_deref(), Some("k-9"));
+        assert_eq!(header.key_of(event, None), None);
+        assert_eq!(header.key_of(event, Some("")), None);
+    }
+
+    #[test]
+    fn idempotency_settings_are_checked() {
+        assert!(by_path("$.id").validate().is_ok());
+        assert!(by_path("$[").validate().is_err(), "not a JSONPath");
+        assert!(
+            IdempotencyConfig {
+                window_seconds: 0,
+                ..by_path("$.id")
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            IdempotencyConfig {
+                key_header: true,
+                ..by_path("$.id")
+            }
+            .validate()
+            .is_err(),
+            "two key sources"
+        );
+    }
+}

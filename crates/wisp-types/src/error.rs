@@ -22,6 +22,8 @@ pub enum ErrorCode {
     CodeStorageExceeded,
     PreconditionFailed,
     UnsupportedMediaType,
+    /// The same idempotency key was sent with a different payload.
+    IdempotencyKeyMismatch,
     Service,
 }
 
@@ -44,6 +46,7 @@ impl ErrorCode {
             ErrorCode::CodeStorageExceeded => "CodeStorageExceededException",
             ErrorCode::PreconditionFailed => "PreconditionFailedException",
             ErrorCode::UnsupportedMediaType => "UnsupportedMediaTypeException",
+            ErrorCode::IdempotencyKeyMismatch => "IdempotencyKeyMismatchException",
             ErrorCode::Service => "ServiceException",
         }
     }
@@ -62,6 +65,7 @@ impl ErrorCode {
             | ErrorCode::AccessDenied => 403,
             ErrorCode::PreconditionFailed => 412,
             ErrorCode::UnsupportedMediaType => 415,
+            ErrorCode::IdempotencyKeyMismatch => 422,
             ErrorCode::Service => 500,
         }
     }

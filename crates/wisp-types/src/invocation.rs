@@ -61,6 +61,13 @@ pub struct InvocationRecord {
     /// the JSON value itself when the bytes are JSON, else a JSON string of the text.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub result: Option<serde_json::Value>,
+    /// The idempotency key of the invocation, when its function is idempotent and the call had one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub idempotency_key: Option<String>,
+    /// For a duplicate answered with a stored outcome: the request id of the execution that produced it
+    /// (this invocation ran nothing and bills nothing).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub replay_of: Option<String>,
 }
 
 fn one() -> u32 {
