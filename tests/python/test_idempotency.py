@@ -287,3 +287,41 @@ def test_a_killed_server_releases_the_key_only_after_the_timeout(server, functio
     assert waited >= 9, "the retry ran %.1f s after the first claim, before its lease lapsed" % waited
     assert time.time() - retried < 20
     assert rows(table, order) == [[payload["ran_as"]]], "exactly one row: the killed attempt's transaction never committed"
+
+
+def test_a_pure_function_answers_repeated_inputs_from_its_cache(server):
+    client = server.client()
+    name = unique_name("pure")
+    client.create_function(
+        FunctionName=name,
+        Runtime=PYTHON_RUNTIME,
+        Role=ROLE,
+        Handler="handler.handler",
+        Code={"ZipFile": python_zip("import uuid\ndef handler(event, context):\n    return {'n': event['n'] * 2, 'run': str(uuid.uuid4())}\n")},
+    )
+    wait_until_ready(client, name)
+    status, _, body = signed_request(server, "PUT", "/wisp/v1/functions/%s/memoization" % name, json.dumps({"TtlSeconds": 60}).encode())
+    assert status == 200, body
+    first, computed = invoke(client, name, {"n": 21})
+    original = first["ResponseMetadata"]["RequestId"]
+    assert computed["n"] == 42
+    deadline = time.time() + 5
+    while True:
+        hit, cached = invoke(client, name, {"n": 21})
+        if hit["ResponseMetadata"]["HTTPHeaders"].get("x-wisp-memoized") or time.time() > deadline:
+            break
+        time.sleep(0.05)
+    assert hit["ResponseMetadata"]["HTTPHeaders"]["x-wisp-memoized"] == original
+    assert cached == computed, "the cached result is the first run's"
+    hit_record = record(server, hit["ResponseMetadata"]["RequestId"])
+    assert hit_record["memoized"] is True and hit_record["billed_duration_ms"] == 0 and hit_record["replay_of"] == original
+    assert record(server, original)["memo_byte_seconds"] > 0, "the cache entry's cost is metered on the run that made it"
+    _, other = invoke(client, name, {"n": 1})
+    assert other["n"] == 2 and other["run"] != computed["run"], "another input runs the function"
+    # A new configuration revision of $LATEST never sees the old cache.
+    client.update_function_configuration(FunctionName=name, Environment={"Variables": {"V": "2"}})
+    wait_until_ready(client, name)
+    changed, fresh = invoke(client, name, {"n": 21})
+    assert "x-wisp-memoized" not in changed["ResponseMetadata"]["HTTPHeaders"] and fresh["run"] != computed["run"]
+    status, _, body = signed_request(server, "PUT", "/wisp/v1/functions/%s/memoization" % name, json.dumps({"TtlSeconds": 0}).encode())
+    assert status == 400 and b"TtlSeconds 0" in body

@@ -635,7 +635,12 @@ async fn invoke(
     if let Some(original) = outcome.replay_of
         && let Ok(value) = HeaderValue::from_str(&original)
     {
-        headers.insert("x-wisp-idempotent-replay", value);
+        let name = if outcome.memoized {
+            "x-wisp-memoized"
+        } else {
+            "x-wisp-idempotent-replay"
+        };
+        headers.insert(name, value);
     }
     if let Some(tail) = outcome.log_tail
         && let Ok(value) =

@@ -16,6 +16,7 @@ use serde_json::json;
 use wisp_engine::sinks::{logs_topic, record_key, records_topic};
 use wisp_types::{
     ApiError, DEFAULT_IDEMPOTENCY_WINDOW_SECONDS, FunctionRef, IdempotencyConfig, InvocationRecord,
+    MemoizationConfig,
 };
 
 use crate::{ApiState, Caller, Failure, json_response};
@@ -34,6 +35,12 @@ pub fn routes() -> Router<Arc<ApiState>> {
         .route(
             "/wisp/v1/functions/{name}/idempotency/{key}",
             get(idempotency_key),
+        )
+        .route(
+            "/wisp/v1/functions/{name}/memoization",
+            get(get_memoization)
+                .put(put_memoization)
+                .delete(delete_memoization),
         )
         .route("/wisp/v1/functions/{name}/dlq", get(dead_letters))
         .route("/wisp/v1/functions/{name}/dlq/redrive", post(redrive))
@@ -202,6 +209,52 @@ async fn delete_idempotency(
     state
         .control
         .delete_idempotency_config(&account, &function.name)
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Declares a function pure: `{"TtlSeconds": N}`.
+async fn put_memoization(
+    State(state): State<Arc<ApiState>>,
+    Extension(Caller(account)): Extension<Caller>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, Failure> {
+    let function = FunctionRef::parse(&name)?;
+    let config: MemoizationConfig = serde_json::from_slice(&body).map_err(|error| {
+        Failure(ApiError::invalid(format!(
+            "memoization settings are not valid (expected {{\"TtlSeconds\": N}}): {error}"
+        )))
+    })?;
+    let config = state
+        .control
+        .put_memoization_config(&account, &function.name, config)
+        .await?;
+    Ok(json_response(StatusCode::OK, &config))
+}
+
+async fn get_memoization(
+    State(state): State<Arc<ApiState>>,
+    Extension(Caller(account)): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Result<Response, Failure> {
+    let function = FunctionRef::parse(&name)?;
+    let config = state
+        .control
+        .get_memoization_config(&account, &function.name)
+        .await?;
+    Ok(json_response(StatusCode::OK, &config))
+}
+
+async fn delete_memoization(
+    State(state): State<Arc<ApiState>>,
+    Extension(Caller(account)): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Result<Response, Failure> {
+    let function = FunctionRef::parse(&name)?;
+    state
+        .control
+        .delete_memoization_config(&account, &function.name)
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -12,6 +12,7 @@
 
 pub mod event_config;
 pub mod idempotency;
+pub mod memoization;
 pub mod provisioned;
 pub mod runtimes;
 
@@ -101,6 +102,8 @@ pub struct Resolved {
     pub event_config: Option<Arc<EventInvokeConfig>>,
     /// Whether and how calls of this function are made idempotent.
     pub idempotency: Option<Arc<IdempotencyConfig>>,
+    /// Set when the function is declared pure: its results are cached.
+    pub memoization: Option<Arc<MemoizationConfig>>,
 }
 
 impl Resolved {
@@ -786,10 +789,12 @@ impl ControlPlane {
                     }
                 }
                 self.delete_event_invoke_configs(account, name).await?;
-                self.kv
-                    .delete(&idempotency::idempotency_key(account, name))
-                    .await
-                    .map_err(store_error)?;
+                for key in [
+                    idempotency::idempotency_key(account, name),
+                    memoization::memoization_key(account, name),
+                ] {
+                    self.kv.delete(&key).await.map_err(store_error)?;
+                }
                 self.kv
                     .delete(&function_key(account, name))
                     .await
@@ -1141,6 +1146,10 @@ impl ControlPlane {
             .stored_idempotency_config(account, name)
             .await?
             .map(Arc::new);
+        let memoization = self
+            .stored_memoization_config(account, name)
+            .await?
+            .map(Arc::new);
         let resolved = Arc::new(Resolved {
             account: account.clone(),
             function_name: name.clone(),
@@ -1150,6 +1159,7 @@ impl ControlPlane {
             reserved_concurrency: function.reserved_concurrency,
             event_config,
             idempotency,
+            memoization,
         });
         let mut cache = self
             .resolved

@@ -351,6 +351,7 @@ impl Engine {
             function_error: None,
             log_tail: None,
             replay_of: None,
+            memoized: false,
         })
     }
 
@@ -938,6 +939,8 @@ fn waiting_record(
         queue_delay_us: None,
         idempotency_key: None,
         replay_of: None,
+        memoized: false,
+        memo_byte_seconds: None,
         result: None,
     }
 }
@@ -1145,6 +1148,7 @@ async fn dispatch(engine: Weak<Engine>, queue: Arc<Queue>) {
                             reserved_concurrency: None,
                             event_config: None,
                             idempotency: None,
+                            memoization: None,
                         };
                         engine
                             .fail(&queue, &resolved, &event, Condition::FunctionNotFound, None)

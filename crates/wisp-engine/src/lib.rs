@@ -9,6 +9,7 @@ pub mod code;
 pub mod events;
 pub mod idempotency;
 pub mod instance;
+mod memo;
 pub mod provisioned;
 pub mod sinks;
 pub mod streaming;
@@ -86,6 +87,8 @@ pub struct InvokeResponse {
     pub log_tail: Option<Vec<u8>>,
     /// For a duplicate of an idempotent call: the request id of the execution whose outcome this is.
     pub replay_of: Option<String>,
+    /// The answer came from a pure function's cache (`replay_of` names the run that produced it).
+    pub memoized: bool,
 }
 
 type PoolKey = (String, String, String, String); // account, function, version, revision
@@ -239,7 +242,16 @@ impl Engine {
                 function_error: None,
                 log_tail: None,
                 replay_of: None,
+                memoized: false,
             });
+        }
+        // A pure function's result for this input may be cached: then no instance is touched.
+        if resolved.memoization.is_some()
+            && let Some(entry) = self
+                .memo_lookup(&resolved, &version, &request.payload)
+                .await
+        {
+            return Ok(self.memoized(&resolved, request_id, entry));
         }
         // An idempotent call runs only if it claims its key; a duplicate waits for, or replays, the outcome.
         let mut idempotent = None;
@@ -277,6 +289,7 @@ impl Engine {
                 return Err(throttled);
             }
         };
+        let memo_input = request.payload.clone();
         let execution = self
             .execute(
                 &resolved,
@@ -313,9 +326,21 @@ impl Engine {
         let Execution {
             payload,
             error_type,
-            record,
+            mut record,
             mut log_text,
         } = execution;
+        if let Some(config) = &resolved.memoization
+            && error_type.is_none()
+        {
+            record.memo_byte_seconds = Some(self.memo_store(
+                &resolved,
+                config,
+                &version,
+                &memo_input,
+                &request_id,
+                &payload,
+            ));
+        }
         log_text.extend_from_slice(
             format!("END RequestId: {request_id}\n{}\n", report_line(&record)).as_bytes(),
         );
@@ -334,7 +359,52 @@ impl Engine {
             function_error: error_type.map(|_| "Unhandled".to_string()),
             log_tail,
             replay_of: None,
+            memoized: false,
         })
+    }
+
+    /// Answers a pure function's call from its cache, and records it (no run, no duration).
+    fn memoized(
+        &self,
+        resolved: &Resolved,
+        request_id: String,
+        entry: memo::MemoEntry,
+    ) -> InvokeResponse {
+        let payload = entry.result();
+        let record = InvocationRecord {
+            request_id: request_id.clone(),
+            account: resolved.account.0.clone(),
+            function_name: resolved.function_name.clone(),
+            version: entry.version.clone(),
+            invocation_type: "RequestResponse".to_string(),
+            status: InvocationStatus::Succeeded,
+            error_type: None,
+            started_ms: instance::unix_ms(),
+            duration_us: 0,
+            billed_duration_ms: 0,
+            init_duration_us: None,
+            memory_size_mb: resolved.primary.config.memory_size,
+            max_memory_used_mb: 0,
+            cold_start: false,
+            attempts: 0,
+            enqueued_ms: None,
+            queue_delay_us: None,
+            result: None,
+            idempotency_key: None,
+            replay_of: Some(entry.request_id.clone()),
+            memoized: true,
+            memo_byte_seconds: None,
+        };
+        self.sinks.record(record, Some(payload.clone()));
+        InvokeResponse {
+            request_id,
+            executed_version: entry.version,
+            payload,
+            function_error: None,
+            log_tail: None,
+            replay_of: Some(entry.request_id),
+            memoized: true,
+        }
     }
 
     /// Answers a duplicate of an idempotent call with the stored outcome, and records it (no run, no duration).
@@ -376,6 +446,8 @@ impl Engine {
             result: None,
             idempotency_key: Some(key),
             replay_of: Some(stored.request_id.clone()),
+            memoized: false,
+            memo_byte_seconds: None,
         };
         self.sinks.record(record, Some(payload.clone()));
         InvokeResponse {
@@ -385,6 +457,7 @@ impl Engine {
             function_error: stored.error_type.map(|_| "Unhandled".to_string()),
             log_tail: None,
             replay_of: Some(stored.request_id),
+            memoized: false,
         }
     }
 
@@ -522,6 +595,8 @@ impl Engine {
             queue_delay_us: None,
             idempotency_key: None,
             replay_of: None,
+            memoized: false,
+            memo_byte_seconds: None,
             result: None,
         };
         if reusable && !instance.has_exited() {

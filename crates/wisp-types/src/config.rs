@@ -357,6 +357,32 @@ impl IdempotencyConfig {
     }
 }
 
+/// Longest a memoized result is kept.
+pub const MAX_MEMO_TTL_SECONDS: u32 = 7 * 24 * 3600;
+
+/// A function declared pure (`/wisp/v1/functions/{name}/memoization`): its successful results are cached by
+/// (version, sha256 of the input) and answered without running it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct MemoizationConfig {
+    /// How long a result is kept.
+    pub ttl_seconds: u32,
+    #[serde(default)]
+    pub last_modified: String,
+}
+
+impl MemoizationConfig {
+    pub fn validate(&self) -> Result<(), ApiError> {
+        if !(1..=MAX_MEMO_TTL_SECONDS).contains(&self.ttl_seconds) {
+            return Err(ApiError::invalid(format!(
+                "TtlSeconds {} must be from 1 to {MAX_MEMO_TTL_SECONDS}",
+                self.ttl_seconds
+            )));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -68,6 +68,13 @@ pub struct InvocationRecord {
     /// (this invocation ran nothing and bills nothing).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub replay_of: Option<String>,
+    /// For a pure function's call answered from its cache: true (`replay_of` names the run that made it).
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub memoized: bool,
+    /// For a run whose result was cached: the bytes stored times the seconds they are kept, the cost of
+    /// the cache entry.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub memo_byte_seconds: Option<u64>,
 }
 
 fn one() -> u32 {
