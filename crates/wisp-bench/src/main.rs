@@ -6,12 +6,15 @@
 //! 2. cold start of a `provided` and a `python3.12` function against spawning the bare process;
 //! 3. sustained warm invokes per second at several concurrencies against the bare hyper server;
 //! 4. async invocations: durable enqueue rate against one fsync per event, end-to-end async throughput,
-//!    and enqueue-to-start latency ([`asynchronous`]).
+//!    and enqueue-to-start latency ([`asynchronous`]);
+//! 5. idempotent invokes (first execution and replay) and memoized ones against plain warm invokes
+//!    ([`idempotency`]).
 //!
 //! Everything runs on loopback; every loop is bounded by a count or a deadline. The server is
 //! started on a free port with a fresh data directory and stopped at the end.
 
 mod asynchronous;
+mod idempotency;
 
 use std::io::{BufRead, BufReader, Write as _};
 use std::net::SocketAddr;
@@ -71,7 +74,7 @@ struct Cli {
     /// Events sent one at a time to measure enqueue-to-start latency.
     #[arg(long, default_value_t = 500)]
     latency_events: usize,
-    /// Skip sections: any of latency, cold, throughput, async.
+    /// Skip sections: any of latency, cold, throughput, async, idempotency.
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
     #[command(subcommand)]
@@ -836,6 +839,9 @@ async fn sections(
 
     if let Some(baseline_addr) = baseline_addr {
         asynchronous::section(cli, wisp_addr, baseline_addr, &noop_zip).await?;
+    }
+    if !skip("idempotency") {
+        idempotency::section(cli, wisp_addr, &noop_zip).await?;
     }
     Ok(())
 }
