@@ -251,14 +251,18 @@ def test_a_header_key_works_for_callers_that_set_it(server):
         Code={"ZipFile": python_zip("import uuid\ndef handler(event, context):\n    return str(uuid.uuid4())\n")},
     )
     wait_until_ready(client, name)
-    status, _, body = signed_request(server, "PUT", "/wisp/v1/functions/%s/idempotency" % name, json.dumps({"KeyHeader": True}).encode())
-    assert status == 200, body
+    shown = json.loads(server.wisp_cli("idempotency", name, "--key-header", "--window", "60").stdout)
+    assert shown["KeyHeader"] is True and shown["WindowSeconds"] == 60
     path = "/2015-03-31/functions/%s/invocations" % name
     answers = [signed_request(server, "POST", path, b"{}", headers={"Idempotency-Key": "h-1"}) for _ in range(3)]
     assert len({answer[2] for answer in answers}) == 1
     assert answers[1][1]["x-wisp-idempotent-replay"] == answers[0][1]["x-amzn-requestid"]
     without = [signed_request(server, "POST", path, b"{}")[2] for _ in range(2)]
     assert without[0] != without[1], "a call without a key is not idempotent"
+    state = json.loads(server.wisp_cli("idempotency", name, "--key", "h-1").stdout)
+    assert state["State"] == "succeeded" and state["RequestId"] == answers[0][1]["x-amzn-requestid"]
+    server.wisp_cli("idempotency", name, "--off")
+    assert signed_request(server, "POST", path, b"{}", headers={"Idempotency-Key": "h-1"})[2] != answers[0][2]
 
 
 @pytest.mark.slow
@@ -300,8 +304,8 @@ def test_a_pure_function_answers_repeated_inputs_from_its_cache(server):
         Code={"ZipFile": python_zip("import uuid\ndef handler(event, context):\n    return {'n': event['n'] * 2, 'run': str(uuid.uuid4())}\n")},
     )
     wait_until_ready(client, name)
-    status, _, body = signed_request(server, "PUT", "/wisp/v1/functions/%s/memoization" % name, json.dumps({"TtlSeconds": 60}).encode())
-    assert status == 200, body
+    shown = json.loads(server.wisp_cli("pure", name, "--ttl", "60").stdout)
+    assert shown["TtlSeconds"] == 60
     first, computed = invoke(client, name, {"n": 21})
     original = first["ResponseMetadata"]["RequestId"]
     assert computed["n"] == 42

@@ -158,6 +158,40 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         limit: u64,
     },
+    /// Show or set a function's idempotency, or show the execution behind one key (`--key K`).
+    Idempotency {
+        function: String,
+        /// JSONPath into the event whose first match is the key (e.g. `$.orderId`).
+        #[arg(long, conflicts_with_all = ["key_header", "off", "key"])]
+        key_path: Option<String>,
+        /// Take the key from the request's Idempotency-Key header.
+        #[arg(long, conflicts_with_all = ["off", "key"])]
+        key_header: bool,
+        /// Seconds a finished execution answers duplicates (default 300).
+        #[arg(long)]
+        window: Option<u32>,
+        /// Replay failures too (else a duplicate of a failed call runs again).
+        #[arg(long)]
+        remember_failures: bool,
+        /// Answer a duplicate with another payload too (else it is refused).
+        #[arg(long)]
+        allow_payload_mismatch: bool,
+        /// Turn idempotency off.
+        #[arg(long, conflicts_with = "key")]
+        off: bool,
+        /// Show the state and result of the execution behind this key.
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Show or set whether a function is pure (its results cached for `--ttl` seconds).
+    Pure {
+        function: String,
+        #[arg(long, conflicts_with = "off")]
+        ttl: Option<u32>,
+        /// Stop caching.
+        #[arg(long)]
+        off: bool,
+    },
     /// List a function's dead-letter log (async events that failed or expired), or send it again.
     Dlq {
         function: String,
@@ -593,6 +627,58 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             ) {
                 return Ok(2);
             }
+        }
+        Command::Idempotency {
+            function,
+            key_path,
+            key_header,
+            window,
+            remember_failures,
+            allow_payload_mismatch,
+            off,
+            key,
+        } => {
+            let base = format!("/wisp/v1/functions/{}/idempotency", segment(&function));
+            let shown = if let Some(key) = key {
+                client
+                    .call(Method::GET, &format!("{base}/{}", segment(&key)), None)
+                    .await?
+                    .json()?
+            } else if off {
+                client.call(Method::DELETE, &base, None).await?;
+                json!({ "FunctionName": function, "Idempotent": false })
+            } else if key_path.is_some() || key_header {
+                let mut body = json!({
+                    "KeyHeader": key_header,
+                    "RememberFailures": remember_failures,
+                    "AllowPayloadMismatch": allow_payload_mismatch,
+                });
+                if let Some(path) = key_path {
+                    body["KeyJsonPath"] = path.into();
+                }
+                if let Some(window) = window {
+                    body["WindowSeconds"] = window.into();
+                }
+                client.call(Method::PUT, &base, Some(&body)).await?.json()?
+            } else {
+                client.call(Method::GET, &base, None).await?.json()?
+            };
+            print(&shown);
+        }
+        Command::Pure { function, ttl, off } => {
+            let base = format!("/wisp/v1/functions/{}/memoization", segment(&function));
+            let shown = if off {
+                client.call(Method::DELETE, &base, None).await?;
+                json!({ "FunctionName": function, "Pure": false })
+            } else if let Some(ttl) = ttl {
+                client
+                    .call(Method::PUT, &base, Some(&json!({ "TtlSeconds": ttl })))
+                    .await?
+                    .json()?
+            } else {
+                client.call(Method::GET, &base, None).await?.json()?
+            };
+            print(&shown);
         }
         Command::Dlq {
             function,
