@@ -98,6 +98,10 @@ def test_egress_function_reaches_a_service_on_the_hosts_loopback(egress_server, 
     response, result = support.invoke(client, name, {"port": host_service.port})
     assert "FunctionError" not in response, result
     assert result == {"host": HOST_ADDRESS, "read": "hello from the host\n"}, result
+    # The host's side reads the function's line on its own thread: give it a moment.
+    deadline = time.monotonic() + 5
+    while not host_service.received and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert host_service.received == [b"hello from the function\n"]
     client.delete_function(FunctionName=name)
 
