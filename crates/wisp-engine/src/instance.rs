@@ -433,10 +433,12 @@ impl Instance {
                             "Response payload size exceeded maximum allowed payload size ({} bytes).",
                             wisp_runtime_api::MAX_RESPONSE_BYTES
                         );
-                        return RunOutcome::FunctionError {
+                        // The runtime is still streaming the rest: the instance is not reused.
+                        return RunOutcome::Fatal {
                             payload: error_document("Function.ResponseSizeTooLarge", &message),
                             error_type: "Function.ResponseSizeTooLarge".into(),
                             duration_us: elapsed_us(started),
+                            timed_out: false,
                         };
                     }
                     None => collected.extend_from_slice(&chunk),
@@ -449,6 +451,18 @@ impl Instance {
                 }
                 // A connection that broke mid-stream usually means a runtime that died: say so
                 // if it did, and never reuse an instance whose runtime lost its way.
+                // A stream cut at the size limit: the runtime may still be writing the rest of it, so
+                // the instance is not reused.
+                Some(StreamFrame::Error { error_type, body })
+                    if error_type == "Function.ResponseSizeTooLarge" =>
+                {
+                    return RunOutcome::Fatal {
+                        error_type,
+                        payload: body,
+                        duration_us: elapsed_us(started),
+                        timed_out: false,
+                    };
+                }
                 Some(StreamFrame::Error { error_type, body })
                     if error_type == wisp_runtime_api::streaming::TRUNCATED_RESPONSE =>
                 {
