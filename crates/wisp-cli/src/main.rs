@@ -4,6 +4,7 @@
 
 mod client;
 mod deploy;
+mod receipts;
 mod stream;
 
 use std::net::SocketAddr;
@@ -219,6 +220,40 @@ enum Command {
         #[arg(long)]
         qualifier: Option<String>,
     },
+    /// Turn receipts on or off (--on, --off) for a function, or with no function for the whole
+    /// account; without --on or --off, show the setting.
+    Receipts {
+        function: Option<String>,
+        #[arg(long, conflicts_with = "off")]
+        on: bool,
+        #[arg(long)]
+        off: bool,
+    },
+    /// Print one invocation's signed receipt as JSON (`wisp receipt ID > receipt.json`).
+    Receipt { request_id: String },
+    /// Check a receipt offline: its signature and, when given, the input and output it covers.
+    Verify {
+        receipt: PathBuf,
+        /// The request payload that was sent.
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// The response (or error document) that came back.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// The server's public keys, saved by `wisp keys --save FILE`; without it the receipt's
+        /// embedded key is used, which proves it intact but not who signed it.
+        #[arg(long)]
+        keys: Option<PathBuf>,
+    },
+    /// List the server's receipt signing keys (public halves), save them (--save FILE), or make a
+    /// new current key (`wisp keys rotate`, root account only).
+    #[command(args_conflicts_with_subcommands = true)]
+    Keys {
+        #[command(subcommand)]
+        command: Option<KeysCommand>,
+        #[arg(long)]
+        save: Option<PathBuf>,
+    },
     /// Report which isolation mechanisms the server's machine supports.
     Doctor {
         /// Probe this machine directly instead of asking the server.
@@ -228,6 +263,12 @@ enum Command {
     /// The sandbox launcher (started by the server, not by people).
     #[command(hide = true)]
     Launch,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Make a new current signing key; the old one stays published as retired.
+    Rotate,
 }
 
 #[derive(Subcommand)]
@@ -372,6 +413,18 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
     }
     if let Command::Doctor { local: true } = cli.command {
         println!("{}", wisp_sandbox::doctor::probe());
+        return Ok(0);
+    }
+    if let Command::Verify {
+        receipt,
+        input,
+        output,
+        keys,
+    } = cli.command
+    {
+        for line in receipts::verify(&receipt, input, output, keys)? {
+            println!("{line}");
+        }
         return Ok(0);
     }
     let credentials = client::load_credentials(&cli.data)?;
@@ -792,6 +845,81 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 println!(
                     "deleted {function}{}",
                     qualifier.map(|q| format!(":{q}")).unwrap_or_default()
+                );
+            }
+        }
+        Command::Verify { .. } => unreachable!("handled above"),
+        Command::Receipts { function, on, off } => {
+            let path = match &function {
+                Some(function) => format!("/wisp/v1/functions/{}/receipts", segment(function)),
+                None => "/wisp/v1/receipts-config".to_string(),
+            };
+            let reply = if on || off {
+                let body = json!({ "Enabled": on });
+                client.call(Method::PUT, &path, Some(&body)).await?
+            } else {
+                client.call(Method::GET, &path, None).await?
+            }
+            .json()?;
+            if json_output {
+                print(&reply);
+            } else {
+                let state = if reply["Enabled"].as_bool() == Some(true) {
+                    "on"
+                } else {
+                    "off"
+                };
+                match function {
+                    Some(function) => println!("receipts for {function}: {state}"),
+                    None => println!("receipts for every function of the account: {state}"),
+                }
+            }
+        }
+        Command::Receipt { request_id } => {
+            let receipt = client
+                .call(
+                    Method::GET,
+                    &format!("/wisp/v1/receipts/{}", segment(&request_id)),
+                    None,
+                )
+                .await?
+                .json()?;
+            receipts::check_receipt_json(&receipt)?;
+            print(&receipt);
+        }
+        Command::Keys { command, save } => {
+            let reply = match command {
+                Some(KeysCommand::Rotate) => {
+                    client
+                        .call(Method::POST, "/wisp/v1/keys/rotate", None)
+                        .await?
+                        .json()?
+                }
+                None => client.call(Method::GET, "/wisp/v1/keys", None).await?.json()?,
+            };
+            if let Some(path) = save {
+                std::fs::write(&path, serde_json::to_vec_pretty(&reply)?)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            if json_output {
+                print(&reply);
+            } else if let Some(keys) = reply["Keys"].as_array() {
+                for key in keys {
+                    println!(
+                        "{}  {}  created {}  {}",
+                        key["key_id"].as_str().unwrap_or("?"),
+                        key["public_key"].as_str().unwrap_or("?"),
+                        key["created"].as_str().unwrap_or("?"),
+                        match key["retired"].as_str() {
+                            Some(retired) => format!("retired {retired}"),
+                            None => "current".to_string(),
+                        }
+                    );
+                }
+            } else {
+                println!(
+                    "new current key {}; the old one stays published as retired",
+                    reply["key_id"].as_str().unwrap_or("?")
                 );
             }
         }
