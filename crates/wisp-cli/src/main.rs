@@ -231,19 +231,11 @@ enum Command {
     },
     /// Print one invocation's signed receipt as JSON (`wisp receipt ID > receipt.json`).
     Receipt { request_id: String },
-    /// Check a receipt offline: its signature and, when given, the input and output it covers.
+    /// Check a receipt offline: `wisp verify RECEIPT [--input FILE] [--output FILE] [--keys FILE]`
+    /// (see `wisp verify --help`).
     Verify {
-        receipt: PathBuf,
-        /// The request payload that was sent.
-        #[arg(long)]
-        input: Option<PathBuf>,
-        /// The response (or error document) that came back.
-        #[arg(long)]
-        output: Option<PathBuf>,
-        /// The server's public keys, saved by `wisp keys --save FILE`; without it the receipt's
-        /// embedded key is used, which proves it intact but not who signed it.
-        #[arg(long)]
-        keys: Option<PathBuf>,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        arguments: Vec<String>,
     },
     /// List the server's receipt signing keys (public halves), save them (--save FILE), or make a
     /// new current key (`wisp keys rotate`, root account only).
@@ -333,6 +325,16 @@ fn main() {
     if std::env::args().nth(1).as_deref() == Some("launch") {
         wisp_sandbox::launcher::main();
     }
+    // `verify` has its own `--output FILE`, which the global `--output text|json` would shadow.
+    if let Some(arguments) = receipts::verify_arguments(std::env::args().collect()) {
+        std::process::exit(match receipts::run_verify(arguments) {
+            Ok(code) => code,
+            Err(error) => {
+                eprintln!("wisp: {error:#}");
+                1
+            }
+        });
+    }
     let cli = Cli::parse();
     let runtime = build_runtime(&cli.command).expect("tokio runtime");
     let code = match runtime.block_on(run(cli)) {
@@ -415,17 +417,8 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         println!("{}", wisp_sandbox::doctor::probe());
         return Ok(0);
     }
-    if let Command::Verify {
-        receipt,
-        input,
-        output,
-        keys,
-    } = cli.command
-    {
-        for line in receipts::verify(&receipt, input, output, keys)? {
-            println!("{line}");
-        }
-        return Ok(0);
+    if let Command::Verify { arguments } = cli.command {
+        return receipts::run_verify(arguments);
     }
     let credentials = client::load_credentials(&cli.data)?;
     let client = Client::new(cli.endpoint.clone(), cli.region.clone(), credentials)?;

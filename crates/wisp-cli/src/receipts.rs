@@ -9,7 +9,57 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
+use clap::Parser;
 use wisp_types::receipt::{PublicKeyInfo, Receipt, decode_public_key};
+
+/// `wisp verify`'s own arguments.
+#[derive(Parser)]
+#[command(
+    name = "wisp verify",
+    about = "Check a receipt offline: its Ed25519 signature and, when given, the input and output it covers"
+)]
+struct VerifyArgs {
+    /// The receipt, as `wisp receipt ID` printed it.
+    receipt: PathBuf,
+    /// The request payload that was sent.
+    #[arg(long)]
+    input: Option<PathBuf>,
+    /// The response (or error document) that came back.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// The server's public keys, saved by `wisp keys --save FILE`; without it the receipt's
+    /// embedded key is used, which proves the receipt intact but not who signed it.
+    #[arg(long)]
+    keys: Option<PathBuf>,
+}
+
+/// The arguments after `verify` when it is the command (global options may come before it).
+pub fn verify_arguments(arguments: Vec<String>) -> Option<Vec<String>> {
+    let mut index = 1;
+    while index < arguments.len() {
+        match arguments[index].as_str() {
+            "--endpoint" | "--data" | "--region" | "--output" => index += 2,
+            option if option.starts_with("--") && option.contains('=') => index += 1,
+            "verify" => return Some(arguments[index + 1..].to_vec()),
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// Parses `wisp verify`'s arguments, verifies, prints what was verified; exit code 0 when it holds.
+pub fn run_verify(arguments: Vec<String>) -> anyhow::Result<i32> {
+    let arguments = VerifyArgs::parse_from(std::iter::once("wisp verify".to_string()).chain(arguments));
+    for line in verify(
+        &arguments.receipt,
+        arguments.input,
+        arguments.output,
+        arguments.keys,
+    )? {
+        println!("{line}");
+    }
+    Ok(0)
+}
 
 /// How long after a key's retirement a receipt it signed may end (an invocation that ended while
 /// the key rotated is signed by the old key a few milliseconds later).
