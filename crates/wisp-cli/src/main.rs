@@ -882,13 +882,14 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Keys { command, save } => {
             let reply = match command {
-                Some(KeysCommand::Rotate) => {
-                    client
-                        .call(Method::POST, "/wisp/v1/keys/rotate", None)
-                        .await?
-                        .json()?
-                }
-                None => client.call(Method::GET, "/wisp/v1/keys", None).await?.json()?,
+                Some(KeysCommand::Rotate) => client
+                    .call(Method::POST, "/wisp/v1/keys/rotate", None)
+                    .await?
+                    .json()?,
+                None => client
+                    .call(Method::GET, "/wisp/v1/keys", None)
+                    .await?
+                    .json()?,
             };
             if let Some(path) = save {
                 std::fs::write(&path, serde_json::to_vec_pretty(&reply)?)

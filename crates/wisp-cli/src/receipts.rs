@@ -49,7 +49,8 @@ pub fn verify_arguments(arguments: Vec<String>) -> Option<Vec<String>> {
 
 /// Parses `wisp verify`'s arguments, verifies, prints what was verified; exit code 0 when it holds.
 pub fn run_verify(arguments: Vec<String>) -> anyhow::Result<i32> {
-    let arguments = VerifyArgs::parse_from(std::iter::once("wisp verify".to_string()).chain(arguments));
+    let arguments =
+        VerifyArgs::parse_from(std::iter::once("wisp verify".to_string()).chain(arguments));
     for line in verify(
         &arguments.receipt,
         arguments.input,
@@ -153,13 +154,21 @@ pub fn verify(
         receipt
             .check_input(&read(&path, "input")?)
             .map_err(|error| fail(error.to_string()))?;
-        lines.push(format!("input: ok, {} hashes to {}", path.display(), receipt.body.input_sha256));
+        lines.push(format!(
+            "input: ok, {} hashes to {}",
+            path.display(),
+            receipt.body.input_sha256
+        ));
     }
     if let Some(path) = output {
         receipt
             .check_output(&read(&path, "output")?)
             .map_err(|error| fail(error.to_string()))?;
-        lines.push(format!("output: ok, {} hashes to {}", path.display(), receipt.body.output_sha256));
+        lines.push(format!(
+            "output: ok, {} hashes to {}",
+            path.display(),
+            receipt.body.output_sha256
+        ));
     }
     let body = &receipt.body;
     lines.push(format!(

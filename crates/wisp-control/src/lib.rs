@@ -810,6 +810,7 @@ impl ControlPlane {
                 ] {
                     self.kv.delete(&key).await.map_err(store_error)?;
                 }
+                self.delete_function_receipts(account, name).await?;
                 self.kv
                     .delete(&function_key(account, name))
                     .await

@@ -184,7 +184,9 @@ impl ControlPlane {
         if root.as_ref() != Some(caller) {
             return Err(ApiError::new(
                 ErrorCode::AccessDenied,
-                format!("account {caller} may not rotate the receipt keys; only the root account may"),
+                format!(
+                    "account {caller} may not rotate the receipt keys; only the root account may"
+                ),
             ));
         }
         let _rotating = self.receipt_keys.rotating.lock().await;
@@ -246,6 +248,19 @@ impl ControlPlane {
         Ok(config)
     }
 
+    /// Forgets a deleted function's switch (a function made later with its name starts with it off).
+    pub(crate) async fn delete_function_receipts(
+        &self,
+        account: &AccountId,
+        name: &str,
+    ) -> Result<(), ApiError> {
+        self.kv
+            .delete(&function_switch_key(account, name))
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
     /// Whether every function of an account gets receipts.
     pub async fn account_receipts(&self, account: &AccountId) -> Result<ReceiptsConfig, ApiError> {
         self.switch(&account_switch_key(account)).await
@@ -273,6 +288,9 @@ impl ControlPlane {
         name: &str,
     ) -> Result<bool, ApiError> {
         Ok(self.switch(&account_switch_key(account)).await?.enabled
-            || self.switch(&function_switch_key(account, name)).await?.enabled)
+            || self
+                .switch(&function_switch_key(account, name))
+                .await?
+                .enabled)
     }
 }

@@ -75,7 +75,11 @@ async fn keys_survive_restarts_and_rotation_keeps_old_public_keys_published() {
 
     let refused = control.rotate_receipt_key(&other()).await.unwrap_err();
     assert_eq!(refused.code, ErrorCode::AccessDenied);
-    assert!(refused.message.contains("222222222222"), "{}", refused.message);
+    assert!(
+        refused.message.contains("222222222222"),
+        "{}",
+        refused.message
+    );
 
     let rotated = control.rotate_receipt_key(&root()).await.unwrap();
     assert_ne!(rotated.key_id, first_id);
@@ -84,7 +88,10 @@ async fn keys_survive_restarts_and_rotation_keeps_old_public_keys_published() {
     assert_eq!(keys.len(), 2);
     let old = keys.iter().find(|key| key.key_id == first_id).unwrap();
     assert!(old.retired.is_some());
-    assert!(keys.iter().any(|key| key.key_id == rotated.key_id && key.retired.is_none()));
+    assert!(
+        keys.iter()
+            .any(|key| key.key_id == rotated.key_id && key.retired.is_none())
+    );
     // The receipt signed before the rotation still verifies with the published old key.
     old_receipt
         .verify_with(&decode_public_key(&old.key_id, &old.public_key).unwrap())
@@ -103,24 +110,84 @@ async fn keys_survive_restarts_and_rotation_keeps_old_public_keys_published() {
 async fn switches_reach_the_cached_resolution_and_stay_in_their_account() {
     let dir = tempfile::tempdir().unwrap();
     let control = control_plane(dir.path()).await;
-    control.create_function(&root(), function("f")).await.unwrap();
-    control.create_function(&other(), function("f")).await.unwrap();
+    control
+        .create_function(&root(), function("f"))
+        .await
+        .unwrap();
+    control
+        .create_function(&other(), function("f"))
+        .await
+        .unwrap();
     let reference = FunctionRef::parse("f").unwrap();
     let on = ReceiptsConfig { enabled: true };
     let off = ReceiptsConfig { enabled: false };
 
-    assert!(!control.resolve(&root(), &reference, None).await.unwrap().receipts);
-    control.put_function_receipts(&root(), "f", on).await.unwrap();
-    assert!(control.resolve(&root(), &reference, None).await.unwrap().receipts);
-    assert!(!control.resolve(&other(), &reference, None).await.unwrap().receipts);
+    assert!(
+        !control
+            .resolve(&root(), &reference, None)
+            .await
+            .unwrap()
+            .receipts
+    );
+    control
+        .put_function_receipts(&root(), "f", on)
+        .await
+        .unwrap();
+    assert!(
+        control
+            .resolve(&root(), &reference, None)
+            .await
+            .unwrap()
+            .receipts
+    );
+    assert!(
+        !control
+            .resolve(&other(), &reference, None)
+            .await
+            .unwrap()
+            .receipts
+    );
     assert_eq!(control.function_receipts(&other(), "f").await.unwrap(), off);
 
-    control.put_function_receipts(&root(), "f", off).await.unwrap();
-    assert!(!control.resolve(&root(), &reference, None).await.unwrap().receipts);
+    control
+        .put_function_receipts(&root(), "f", off)
+        .await
+        .unwrap();
+    assert!(
+        !control
+            .resolve(&root(), &reference, None)
+            .await
+            .unwrap()
+            .receipts
+    );
     control.put_account_receipts(&other(), on).await.unwrap();
-    assert!(control.resolve(&other(), &reference, None).await.unwrap().receipts);
-    assert!(!control.resolve(&root(), &reference, None).await.unwrap().receipts);
+    assert!(
+        control
+            .resolve(&other(), &reference, None)
+            .await
+            .unwrap()
+            .receipts
+    );
+    assert!(
+        !control
+            .resolve(&root(), &reference, None)
+            .await
+            .unwrap()
+            .receipts
+    );
     assert_eq!(control.account_receipts(&root()).await.unwrap(), off);
+
+    // A function made again after a delete starts with receipts off.
+    control
+        .put_function_receipts(&root(), "f", on)
+        .await
+        .unwrap();
+    control.delete_function(&root(), "f", None).await.unwrap();
+    control
+        .create_function(&root(), function("f"))
+        .await
+        .unwrap();
+    assert_eq!(control.function_receipts(&root(), "f").await.unwrap(), off);
 
     let missing = control
         .put_function_receipts(&root(), "nothere", on)

@@ -606,7 +606,9 @@ impl Engine {
             let key = self.control.receipt_key();
             let region = &self.options.region;
             let output = payload.clone();
-            if let Some(pending) = receipts::pending(region, resolved, version, &record, key, input, output) {
+            if let Some(pending) =
+                receipts::pending(region, resolved, version, &record, key, input, output)
+            {
                 self.sinks.receipt(pending);
             }
         }

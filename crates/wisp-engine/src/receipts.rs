@@ -35,7 +35,10 @@ impl PendingReceipt {
         self.body.output_sha256 = sha256_hex(&self.output);
         let key = receipt_key(&self.body.account, &self.body.request_id);
         match self.body.sign(&self.key.key) {
-            Ok(receipt) => Some((key, serde_json::to_vec(&receipt).expect("receipts serialise"))),
+            Ok(receipt) => Some((
+                key,
+                serde_json::to_vec(&receipt).expect("receipts serialise"),
+            )),
             Err(error) => {
                 tracing::warn!(%error, key, "could not sign a receipt");
                 None

@@ -139,7 +139,9 @@ async fn write_batches(
             }
         }
         // Records expire after the retention period; receipts are kept.
-        let by_id = by_id.into_iter().map(|(key, value)| (key, value, Some(retention)));
+        let by_id = by_id
+            .into_iter()
+            .map(|(key, value)| (key, value, Some(retention)));
         let receipts = receipts.into_iter().map(|(key, value)| (key, value, None));
         let puts = by_id.chain(receipts).map(|(key, value, ttl)| {
             let kv = kv.clone();
