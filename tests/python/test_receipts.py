@@ -234,3 +234,54 @@ def test_switches_name_missing_functions_and_rotation_is_for_the_root_account(wi
     status, _, body = signed_request(wisp, "GET", "/wisp/v1/keys")
     assert status == 200
     assert all(set(key) <= {"key_id", "algorithm", "public_key", "created", "retired"} for key in json.loads(body)["Keys"])
+
+
+def test_the_documented_flow_with_the_wisp_cli_alone(wisp, lambda_client, tmp_path):
+    name = create(lambda_client, ECHO)
+    try:
+        wisp.wisp_cli("receipts", name, "--on")
+        order = tmp_path / "order.json"
+        order.write_bytes(b'{"sku": "A-1", "quantity": 3}')
+        answer = tmp_path / "answer.json"
+        request_id = wisp.wisp_cli("invoke", name, "--payload-file", str(order), "--response-file", str(answer)).stdout.strip()
+        assert json.loads(answer.read_bytes())["echo"] == {"sku": "A-1", "quantity": 3}
+        fetch_receipt(wisp, request_id, tmp_path / "receipt.json")
+        wisp.wisp_cli("keys", "--save", str(tmp_path / "keys.json"))
+        ok = verify(wisp, tmp_path / "receipt.json", "--input", str(order), "--output", str(answer), "--keys", str(tmp_path / "keys.json"))
+        assert ok.returncode == 0, ok.stderr
+        assert "invocation %s of " % request_id in ok.stdout
+    finally:
+        lambda_client.delete_function(FunctionName=name)
+
+
+def test_a_third_party_verifies_a_receipt_from_the_documented_format_alone(wisp, lambda_client, tmp_path):
+    """docs/RECEIPTS.md's recipe, with the `cryptography` package instead of Wisp's code."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    name = create(lambda_client, ECHO)
+    try:
+        wisp.wisp_cli("receipts", name, "--on")
+        sent = b'{"third": "party"}'
+        request_id, answer = invoke(lambda_client, name, sent)
+        receipt = fetch_receipt(wisp, request_id, tmp_path / "receipt.json")
+        keys = json.loads(wisp.wisp_cli("--output", "json", "keys").stdout)
+    finally:
+        lambda_client.delete_function(FunctionName=name)
+
+    names = ["key_id", "account", "function_arn", "version", "code_sha256", "request_id", "status",
+             "input_sha256", "output_sha256", "started_ms", "ended_ms"]
+
+    def signed_text(fields):
+        return ("wisp-receipt-v1\n" + "".join("%s=%s\n" % (n, fields[n]) for n in names)).encode()
+
+    published = {key["key_id"]: key for key in keys["Keys"]}
+    raw = base64.b64decode(published[receipt["key_id"]]["public_key"])
+    assert hashlib.sha256(raw).hexdigest()[:16] == receipt["key_id"]
+    public_key = Ed25519PublicKey.from_public_bytes(raw)
+    signature = base64.b64decode(receipt["signature"])
+    public_key.verify(signature, signed_text(receipt))
+    assert hashlib.sha256(sent).hexdigest() == receipt["input_sha256"]
+    assert hashlib.sha256(answer).hexdigest() == receipt["output_sha256"]
+    with pytest.raises(InvalidSignature):
+        public_key.verify(signature, signed_text(dict(receipt, status="failed")))

@@ -121,6 +121,10 @@ enum Command {
         /// Invoke with InvokeWithResponseStream and print the response's chunks as they arrive.
         #[arg(long, conflicts_with = "event")]
         stream: bool,
+        /// Write the response's exact bytes to FILE and print the request id instead (for
+        /// `wisp verify --output FILE`).
+        #[arg(long, conflicts_with_all = ["event", "stream"])]
+        response_file: Option<PathBuf>,
     },
     /// List functions.
     Ls,
@@ -455,6 +459,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             log,
             event,
             stream,
+            response_file,
         } => {
             let payload = match (payload, payload_file) {
                 (Some(text), _) => text.into_bytes(),
@@ -508,6 +513,10 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                     "RequestId": reply.header("x-amzn-requestid"),
                     "Payload": payload,
                 }));
+            } else if let Some(path) = &response_file {
+                std::fs::write(path, &reply.body)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                println!("{}", reply.header("x-amzn-requestid").unwrap_or("?"));
             } else {
                 println!("{}", String::from_utf8_lossy(&reply.body));
             }
