@@ -351,7 +351,8 @@ mod tests {
             Err(ReceiptError::Signature(_))
         ));
         type Change = fn(&mut Receipt);
-        let cases: &[(&str, Change, fn(&ReceiptError) -> bool)] = &[
+        type Check = fn(&ReceiptError) -> bool;
+        let cases: &[(&str, Change, Check)] = &[
             (
                 "signature not base64",
                 |r| r.signature = "!!".into(),
