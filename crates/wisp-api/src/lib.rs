@@ -9,6 +9,7 @@ pub mod auth;
 mod event_config;
 mod lambda;
 mod provisioned;
+mod receipts;
 mod streaming;
 mod wisp;
 
@@ -45,6 +46,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .merge(lambda::routes())
         .merge(wisp::routes())
+        .merge(receipts::routes())
         .fallback(unknown_route)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

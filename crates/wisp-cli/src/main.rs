@@ -4,6 +4,7 @@
 
 mod client;
 mod deploy;
+mod receipts;
 mod stream;
 
 use std::net::SocketAddr;
@@ -120,6 +121,10 @@ enum Command {
         /// Invoke with InvokeWithResponseStream and print the response's chunks as they arrive.
         #[arg(long, conflicts_with = "event")]
         stream: bool,
+        /// Write the response's exact bytes to FILE and print the request id instead (for
+        /// `wisp verify --output FILE`).
+        #[arg(long, conflicts_with_all = ["event", "stream"])]
+        response_file: Option<PathBuf>,
     },
     /// List functions.
     Ls,
@@ -219,6 +224,32 @@ enum Command {
         #[arg(long)]
         qualifier: Option<String>,
     },
+    /// Turn receipts on or off (--on, --off) for a function, or with no function for the whole
+    /// account; without --on or --off, show the setting.
+    Receipts {
+        function: Option<String>,
+        #[arg(long, conflicts_with = "off")]
+        on: bool,
+        #[arg(long)]
+        off: bool,
+    },
+    /// Print one invocation's signed receipt as JSON (`wisp receipt ID > receipt.json`).
+    Receipt { request_id: String },
+    /// Check a receipt offline: `wisp verify RECEIPT [--input FILE] [--output FILE] [--keys FILE]`
+    /// (see `wisp verify --help`).
+    Verify {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        arguments: Vec<String>,
+    },
+    /// List the server's receipt signing keys (public halves), save them (--save FILE), or make a
+    /// new current key (`wisp keys rotate`, root account only).
+    #[command(args_conflicts_with_subcommands = true)]
+    Keys {
+        #[command(subcommand)]
+        command: Option<KeysCommand>,
+        #[arg(long)]
+        save: Option<PathBuf>,
+    },
     /// Report which isolation mechanisms the server's machine supports.
     Doctor {
         /// Probe this machine directly instead of asking the server.
@@ -228,6 +259,12 @@ enum Command {
     /// The sandbox launcher (started by the server, not by people).
     #[command(hide = true)]
     Launch,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Make a new current signing key; the old one stays published as retired.
+    Rotate,
 }
 
 #[derive(Subcommand)]
@@ -291,6 +328,16 @@ fn main() {
     // The launcher takes its own arguments and must run before any thread exists: dispatch before clap.
     if std::env::args().nth(1).as_deref() == Some("launch") {
         wisp_sandbox::launcher::main();
+    }
+    // `verify` has its own `--output FILE`, which the global `--output text|json` would shadow.
+    if let Some(arguments) = receipts::verify_arguments(std::env::args().collect()) {
+        std::process::exit(match receipts::run_verify(arguments) {
+            Ok(code) => code,
+            Err(error) => {
+                eprintln!("wisp: {error:#}");
+                1
+            }
+        });
     }
     let cli = Cli::parse();
     let runtime = build_runtime(&cli.command).expect("tokio runtime");
@@ -374,6 +421,9 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         println!("{}", wisp_sandbox::doctor::probe());
         return Ok(0);
     }
+    if let Command::Verify { arguments } = cli.command {
+        return receipts::run_verify(arguments);
+    }
     let credentials = client::load_credentials(&cli.data)?;
     let client = Client::new(cli.endpoint.clone(), cli.region.clone(), credentials)?;
     let json_output = cli.output == Output::Json;
@@ -409,6 +459,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             log,
             event,
             stream,
+            response_file,
         } => {
             let payload = match (payload, payload_file) {
                 (Some(text), _) => text.into_bytes(),
@@ -462,6 +513,10 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                     "RequestId": reply.header("x-amzn-requestid"),
                     "Payload": payload,
                 }));
+            } else if let Some(path) = &response_file {
+                std::fs::write(path, &reply.body)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                println!("{}", reply.header("x-amzn-requestid").unwrap_or("?"));
             } else {
                 println!("{}", String::from_utf8_lossy(&reply.body));
             }
@@ -792,6 +847,82 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 println!(
                     "deleted {function}{}",
                     qualifier.map(|q| format!(":{q}")).unwrap_or_default()
+                );
+            }
+        }
+        Command::Verify { .. } => unreachable!("handled above"),
+        Command::Receipts { function, on, off } => {
+            let path = match &function {
+                Some(function) => format!("/wisp/v1/functions/{}/receipts", segment(function)),
+                None => "/wisp/v1/receipts-config".to_string(),
+            };
+            let reply = if on || off {
+                let body = json!({ "Enabled": on });
+                client.call(Method::PUT, &path, Some(&body)).await?
+            } else {
+                client.call(Method::GET, &path, None).await?
+            }
+            .json()?;
+            if json_output {
+                print(&reply);
+            } else {
+                let state = if reply["Enabled"].as_bool() == Some(true) {
+                    "on"
+                } else {
+                    "off"
+                };
+                match function {
+                    Some(function) => println!("receipts for {function}: {state}"),
+                    None => println!("receipts for every function of the account: {state}"),
+                }
+            }
+        }
+        Command::Receipt { request_id } => {
+            let receipt = client
+                .call(
+                    Method::GET,
+                    &format!("/wisp/v1/receipts/{}", segment(&request_id)),
+                    None,
+                )
+                .await?
+                .json()?;
+            receipts::check_receipt_json(&receipt)?;
+            print(&receipt);
+        }
+        Command::Keys { command, save } => {
+            let reply = match command {
+                Some(KeysCommand::Rotate) => client
+                    .call(Method::POST, "/wisp/v1/keys/rotate", None)
+                    .await?
+                    .json()?,
+                None => client
+                    .call(Method::GET, "/wisp/v1/keys", None)
+                    .await?
+                    .json()?,
+            };
+            if let Some(path) = save {
+                std::fs::write(&path, serde_json::to_vec_pretty(&reply)?)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            if json_output {
+                print(&reply);
+            } else if let Some(keys) = reply["Keys"].as_array() {
+                for key in keys {
+                    println!(
+                        "{}  {}  created {}  {}",
+                        key["key_id"].as_str().unwrap_or("?"),
+                        key["public_key"].as_str().unwrap_or("?"),
+                        key["created"].as_str().unwrap_or("?"),
+                        match key["retired"].as_str() {
+                            Some(retired) => format!("retired {retired}"),
+                            None => "current".to_string(),
+                        }
+                    );
+                }
+            } else {
+                println!(
+                    "new current key {}; the old one stays published as retired",
+                    reply["key_id"].as_str().unwrap_or("?")
                 );
             }
         }

@@ -14,6 +14,7 @@ pub mod event_config;
 pub mod idempotency;
 pub mod memoization;
 pub mod provisioned;
+pub mod receipts;
 pub mod runtimes;
 
 use std::collections::{BTreeMap, HashMap};
@@ -104,6 +105,8 @@ pub struct Resolved {
     pub idempotency: Option<Arc<IdempotencyConfig>>,
     /// Set when the function is declared pure: its results are cached.
     pub memoization: Option<Arc<MemoizationConfig>>,
+    /// Whether each completed invocation gets a signed receipt (function or account switch).
+    pub receipts: bool,
 }
 
 impl Resolved {
@@ -130,6 +133,7 @@ pub struct ControlPlane {
     /// Bumped on every change, so a resolution read before a change is never cached after it.
     generation: std::sync::atomic::AtomicU64,
     changes: tokio::sync::broadcast::Sender<(AccountId, String)>,
+    receipt_keys: receipts::ReceiptKeys,
 }
 
 fn function_key(account: &AccountId, name: &str) -> String {
@@ -196,6 +200,7 @@ impl ControlPlane {
             resolved: RwLock::new(HashMap::new()),
             generation: std::sync::atomic::AtomicU64::new(0),
             changes: tokio::sync::broadcast::channel(1024).0,
+            receipt_keys: receipts::ReceiptKeys::default(),
         }
     }
 
@@ -241,6 +246,16 @@ impl ControlPlane {
         });
         drop(resolved);
         let _ = self.changes.send((account.clone(), name.to_string()));
+    }
+
+    /// Drops every cached resolution of an account (a change that applies to all its functions).
+    fn forget_account(&self, account: &AccountId) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.resolved
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .retain(|(cached_account, _, _), _| cached_account != account);
     }
 
     /// Checks a package and stores it; returns (hex digest, base64 digest, size).
@@ -795,6 +810,7 @@ impl ControlPlane {
                 ] {
                     self.kv.delete(&key).await.map_err(store_error)?;
                 }
+                self.delete_function_receipts(account, name).await?;
                 self.kv
                     .delete(&function_key(account, name))
                     .await
@@ -1150,6 +1166,7 @@ impl ControlPlane {
             .stored_memoization_config(account, name)
             .await?
             .map(Arc::new);
+        let receipts = self.receipts_enabled(account, name).await?;
         let resolved = Arc::new(Resolved {
             account: account.clone(),
             function_name: name.clone(),
@@ -1160,6 +1177,7 @@ impl ControlPlane {
             event_config,
             idempotency,
             memoization,
+            receipts,
         });
         let mut cache = self
             .resolved

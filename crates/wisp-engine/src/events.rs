@@ -1149,6 +1149,7 @@ async fn dispatch(engine: Weak<Engine>, queue: Arc<Queue>) {
                             event_config: None,
                             idempotency: None,
                             memoization: None,
+                            receipts: false,
                         };
                         engine
                             .fail(&queue, &resolved, &event, Condition::FunctionNotFound, None)

@@ -11,6 +11,7 @@ pub mod idempotency;
 pub mod instance;
 mod memo;
 pub mod provisioned;
+pub mod receipts;
 pub mod sinks;
 pub mod streaming;
 
@@ -511,6 +512,8 @@ impl Engine {
             },
         };
 
+        // A receipt covers the input as the caller sent it; a streamed output is not kept to hash.
+        let receipt_input = (resolved.receipts && sink.is_none()).then(|| payload.clone());
         let payload = if payload.is_empty() {
             Bytes::from_static(b"{}")
         } else {
@@ -599,6 +602,16 @@ impl Engine {
             memo_byte_seconds: None,
             result: None,
         };
+        if let Some(input) = receipt_input {
+            let key = self.control.receipt_key();
+            let region = &self.options.region;
+            let output = payload.clone();
+            if let Some(pending) =
+                receipts::pending(region, resolved, version, &record, key, input, output)
+            {
+                self.sinks.receipt(pending);
+            }
+        }
         if reusable && !instance.has_exited() {
             let grace = self.options.shutdown_grace;
             if let Some(instance) = self.provisioned.give_back(&pool.key, instance, grace) {

@@ -39,6 +39,8 @@ enum Item {
     State(InvocationRecord, Option<Bytes>),
     /// Raw text as the function wrote it; readers decode it leniently.
     Log { topic: String, text: Vec<u8> },
+    /// A receipt to hash, sign and keep by request id (see [`crate::receipts`]).
+    Receipt(Box<crate::receipts::PendingReceipt>),
 }
 
 /// Cheap handle to push records and log text; cloning shares the writer.
@@ -76,6 +78,11 @@ impl Sinks {
         let _ = self.sender.send(Item::State(record, result));
     }
 
+    /// A receipt to sign and store.
+    pub(crate) fn receipt(&self, receipt: crate::receipts::PendingReceipt) {
+        let _ = self.sender.send(Item::Receipt(Box::new(receipt)));
+    }
+
     pub fn log(&self, account: &str, function: &str, text: impl Into<Vec<u8>>) {
         let text = text.into();
         if !text.is_empty() {
@@ -110,6 +117,7 @@ async fn write_batches(
         let mut batches: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
         // The last state of each invocation in this batch; earlier ones are superseded.
         let mut by_id: HashMap<String, Vec<u8>> = HashMap::new();
+        let mut receipts = Vec::new();
         for item in buffer.drain(..) {
             match item {
                 Item::Record(record, result) => {
@@ -127,12 +135,18 @@ async fn write_batches(
                     }
                 }
                 Item::Log { topic, text } => batches.entry(topic).or_default().push(text),
+                Item::Receipt(pending) => receipts.extend(pending.sign()),
             }
         }
-        let puts = by_id.into_iter().map(|(key, value)| {
+        // Records expire after the retention period; receipts are kept.
+        let by_id = by_id
+            .into_iter()
+            .map(|(key, value)| (key, value, Some(retention)));
+        let receipts = receipts.into_iter().map(|(key, value)| (key, value, None));
+        let puts = by_id.chain(receipts).map(|(key, value, ttl)| {
             let kv = kv.clone();
             async move {
-                if let Err(error) = kv.put(&key, value, Some(retention)).await {
+                if let Err(error) = kv.put(&key, value, ttl).await {
                     tracing::warn!(%error, key, "could not store an invocation record");
                 }
             }

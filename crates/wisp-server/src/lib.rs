@@ -118,6 +118,11 @@ pub async fn run(configuration: Configuration) -> anyhow::Result<()> {
             ..Default::default()
         },
     ));
+    let receipt_key = control
+        .open_receipt_keys(&root.account)
+        .await
+        .map_err(|error| anyhow::anyhow!("cannot open the receipt keys: {}", error.message))?;
+    tracing::debug!(receipt_key, "receipts are signed with this key");
     let engine = Engine::start(
         control.clone(),
         log.clone(),

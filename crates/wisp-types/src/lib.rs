@@ -8,6 +8,7 @@ pub mod error;
 pub mod eventstream;
 pub mod invocation;
 pub mod names;
+pub mod receipt;
 pub mod sigv4;
 
 pub use config::*;
