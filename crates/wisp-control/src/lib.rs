@@ -134,6 +134,9 @@ pub struct ControlPlane {
     generation: std::sync::atomic::AtomicU64,
     changes: tokio::sync::broadcast::Sender<(AccountId, String)>,
     receipt_keys: receipts::ReceiptKeys,
+    /// Serialises provisioned concurrency changes in this process, so two overlapping configurations
+    /// cannot both pass the conflict check.
+    provisioned_changes: tokio::sync::Mutex<()>,
 }
 
 fn function_key(account: &AccountId, name: &str) -> String {
@@ -200,6 +203,7 @@ impl ControlPlane {
             resolved: RwLock::new(HashMap::new()),
             generation: std::sync::atomic::AtomicU64::new(0),
             changes: tokio::sync::broadcast::channel(1024).0,
+            provisioned_changes: tokio::sync::Mutex::new(()),
             receipt_keys: receipts::ReceiptKeys::default(),
         }
     }

@@ -126,6 +126,8 @@ impl ControlPlane {
         qualifier: &Qualifier,
         requested: u32,
     ) -> Result<StoredProvisionedConcurrency, ApiError> {
+        // Check and write as one step: two concurrent Puts for overlapping versions cannot both pass.
+        let _one_at_a_time = self.provisioned_changes.lock().await;
         let versions = self.provisioned_subject(account, name, qualifier).await?;
         let qualifier_text = qualifier.to_string();
         let configs = self.list_provisioned_concurrency(account, name).await?;
