@@ -70,6 +70,7 @@ pub fn routes() -> Router<Arc<ApiState>> {
         )
         .merge(crate::event_config::routes())
         .merge(crate::provisioned::routes())
+        .merge(crate::layers::routes())
 }
 
 /// A function named in a path: a name, or a (partial) ARN; returns the name and any qualifier in it.
@@ -147,6 +148,8 @@ struct CreateFunctionBody {
     #[serde(default)]
     publish: bool,
     package_type: Option<String>,
+    #[serde(default)]
+    layers: Vec<String>,
 }
 
 async fn create_function(
@@ -180,6 +183,7 @@ async fn create_function(
         ephemeral_storage: body.ephemeral_storage,
         zip,
         publish: body.publish,
+        layers: body.layers,
     };
     let config = state.control.create_function(&account, input).await?;
     Ok(json_response(StatusCode::CREATED, &config))
@@ -294,6 +298,7 @@ struct UpdateConfigurationBody {
     memory_size: Option<u32>,
     environment: Option<Environment>,
     ephemeral_storage: Option<EphemeralStorage>,
+    layers: Option<Vec<String>>,
     revision_id: Option<String>,
 }
 
@@ -314,6 +319,7 @@ async fn update_function_configuration(
         memory_size: body.memory_size,
         environment: body.environment,
         ephemeral_storage: body.ephemeral_storage,
+        layers: body.layers,
         revision_id: body.revision_id,
     };
     let config = state

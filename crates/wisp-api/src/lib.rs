@@ -8,6 +8,7 @@
 pub mod auth;
 mod event_config;
 mod lambda;
+mod layers;
 mod provisioned;
 mod receipts;
 mod streaming;

@@ -8,10 +8,12 @@
 //! Key layout (all under the account, so an account's data is one prefix):
 //! `fn/{account}/{name}` → [`StoredFunction`], `ver/{account}/{name}/{version:020}` → [`StoredVersion`],
 //! `alias/{account}/{name}/{alias}` → [`AliasConfiguration`],
-//! `pc/{account}/{name}/{qualifier}` → [`StoredProvisionedConcurrency`] (see [`provisioned`]).
+//! `pc/{account}/{name}/{qualifier}` → [`StoredProvisionedConcurrency`] (see [`provisioned`]),
+//! `layer/…` and `layerver/…` → layers and their versions (see [`layers`]).
 
 pub mod event_config;
 pub mod idempotency;
+pub mod layers;
 pub mod memoization;
 pub mod provisioned;
 pub mod receipts;
@@ -63,6 +65,8 @@ pub struct CreateFunction {
     pub ephemeral_storage: Option<EphemeralStorage>,
     pub zip: Vec<u8>,
     pub publish: bool,
+    /// Layer version ARNs, extracted under `/opt` in this order.
+    pub layers: Vec<String>,
 }
 
 /// UpdateFunctionConfiguration's input: every field optional.
@@ -76,6 +80,8 @@ pub struct UpdateConfiguration {
     pub memory_size: Option<u32>,
     pub environment: Option<Environment>,
     pub ephemeral_storage: Option<EphemeralStorage>,
+    /// Replaces the function's layers (an empty list removes them).
+    pub layers: Option<Vec<String>>,
     pub revision_id: Option<String>,
 }
 
@@ -361,6 +367,7 @@ impl ControlPlane {
                 input.name
             )));
         }
+        let (layers, layer_digests) = self.resolve_function_layers(account, &input.layers).await?;
         let (code_digest, code_sha256, code_size) =
             self.store_code(&input.runtime, input.zip).await?;
         let config = FunctionConfiguration {
@@ -385,11 +392,13 @@ impl ControlPlane {
             last_update_status: "Successful".into(),
             package_type: "Zip".into(),
             architectures: vec!["x86_64".into()],
+            layers,
         };
         let function = StoredFunction {
             latest: StoredVersion {
                 config: config.clone(),
                 code_digest,
+                layer_digests,
             },
             last_published: 0,
             reserved_concurrency: None,
@@ -599,7 +608,15 @@ impl ControlPlane {
         if let Some(storage) = &update.ephemeral_storage {
             validate_ephemeral_storage(storage.size)?;
         }
+        let layers = match &update.layers {
+            Some(arns) => Some(self.resolve_function_layers(account, arns).await?),
+            None => None,
+        };
         self.modify_function(account, name, |function| {
+            if let Some((layers, digests)) = &layers {
+                function.latest.config.layers = layers.clone();
+                function.latest.layer_digests = digests.clone();
+            }
             let config = &mut function.latest.config;
             check_revision(&config.revision_id, update.revision_id.as_deref(), "function")?;
             if let Some(runtime) = &update.runtime {

@@ -1319,8 +1319,10 @@ fn missing_version(function: &str) -> StoredVersion {
             last_update_status: String::new(),
             package_type: String::new(),
             architectures: Vec::new(),
+            layers: Vec::new(),
         },
         code_digest: String::new(),
+        layer_digests: Vec::new(),
     }
 }
 

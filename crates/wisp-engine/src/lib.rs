@@ -761,6 +761,13 @@ impl Engine {
             self.control.options().max_unzipped_bytes,
         )
         .await?;
+        let opt_dir = code::merged_layers(
+            &self.control,
+            &self.options.data_dir,
+            &version.layer_digests,
+            self.control.options().max_unzipped_bytes,
+        )
+        .await?;
         let instance_id = uuid::Uuid::new_v4().simple().to_string();
         let mut env: Vec<(String, String)> = Vec::new();
         let mut path = "/usr/local/bin:/usr/bin:/bin:/opt/bin".to_string();
@@ -847,6 +854,7 @@ impl Engine {
                 code_dir,
                 runtime_dir,
                 extra_read_only,
+                opt_dir,
                 argv,
                 env,
                 memory_mb: config.memory_size,
@@ -1102,6 +1110,7 @@ mod tests {
             last_update_status: String::new(),
             package_type: String::new(),
             architectures: Vec::new(),
+            layers: Vec::new(),
         };
         for (memory, ephemeral, expected) in [
             (128, 512, 512),

@@ -123,6 +123,7 @@ fn main() {
                 code_dir: code.path().to_path_buf(),
                 runtime_dir: None,
                 extra_read_only: Vec::new(),
+                opt_dir: None,
                 argv: vec!["/var/task/bootstrap".into()],
                 env: vec![("AWS_LAMBDA_RUNTIME_API".into(), "127.0.0.1:9001".into())],
                 memory_mb: 128,

@@ -460,6 +460,7 @@ fn validate_spec(spec: &SandboxSpec) -> Result<(), LaunchFailure> {
     }
     let paths = std::iter::once(&spec.code_dir)
         .chain(spec.runtime_dir.iter())
+        .chain(spec.opt_dir.iter())
         .chain(spec.extra_read_only.iter());
     for path in paths {
         if !path.is_absolute() || path.components().any(|c| c == Component::ParentDir) {
@@ -479,6 +480,12 @@ fn validate_spec(spec: &SandboxSpec) -> Result<(), LaunchFailure> {
         if reserved.iter().any(|r| path == Path::new(r)) {
             return Err(LaunchFailure::Setup(format!(
                 "{} is managed by the sandbox and cannot be mounted from the host",
+                path.display()
+            )));
+        }
+        if spec.opt_dir.is_some() && path.starts_with("/opt") {
+            return Err(LaunchFailure::Setup(format!(
+                "{} cannot be mounted from the host: /opt holds the function's layers",
                 path.display()
             )));
         }
@@ -809,8 +816,21 @@ fn build_root(
         None => fs::create_dir_all(inside(Path::new("/var/runtime")))
             .map_err(|error| setup_error("mkdir /var/runtime", error))?,
     }
-    fs::create_dir_all(inside(Path::new("/opt")))
-        .map_err(|error| setup_error("mkdir /opt", error))?;
+    // The function's layers, merged by the server into one directory (see wisp-engine's code.rs).
+    match &spec.opt_dir {
+        Some(opt_dir) => {
+            let source = host(opt_dir);
+            if !source.is_dir() {
+                return Err(LaunchFailure::Setup(format!(
+                    "layer directory {} does not exist or is not a directory",
+                    opt_dir.display()
+                )));
+            }
+            bind_read_only(&source, &inside(Path::new("/opt")))?
+        }
+        None => fs::create_dir_all(inside(Path::new("/opt")))
+            .map_err(|error| setup_error("mkdir /opt", error))?,
+    }
     for path in &spec.extra_read_only {
         let source = host(path);
         if source.symlink_metadata().is_err() {

@@ -51,6 +51,10 @@ pub struct SandboxSpec {
     pub runtime_dir: Option<PathBuf>,
     /// Host directories mounted read-only at the same path inside (for example an interpreter's prefix).
     pub extra_read_only: Vec<PathBuf>,
+    /// The function's layers, merged into one directory, mounted read-only at `/opt`
+    /// (an empty `/opt` without it).
+    #[serde(default)]
+    pub opt_dir: Option<PathBuf>,
     /// argv of the process to exec inside the sandbox, e.g. `["/var/task/bootstrap"]`.
     pub argv: Vec<String>,
     /// The complete environment of that process; nothing of the server's environment leaks in.

@@ -33,6 +33,7 @@ fn spec(code: &Path, network: NetworkMode, env: &[(&str, String)]) -> SandboxSpe
         code_dir: code.to_path_buf(),
         runtime_dir: None,
         extra_read_only: Vec::new(),
+        opt_dir: None,
         argv: vec!["/var/task/bootstrap".into()],
         env: variables,
         memory_mb: 128,

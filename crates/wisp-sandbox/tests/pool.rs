@@ -19,6 +19,7 @@ fn spec(code: &Path, name: &str) -> SandboxSpec {
         code_dir: code.to_path_buf(),
         runtime_dir: None,
         extra_read_only: Vec::new(),
+        opt_dir: None,
         argv: vec!["/var/task/bootstrap".into()],
         env: vec![
             ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),

@@ -32,6 +32,7 @@ fn spec(code: &Path) -> SandboxSpec {
         code_dir: code.to_path_buf(),
         runtime_dir: None,
         extra_read_only: Vec::new(),
+        opt_dir: None,
         argv: vec!["/var/task/bootstrap".into()],
         env: vec![
             ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),

@@ -60,6 +60,19 @@ pub struct FunctionConfiguration {
     pub last_update_status: String,
     pub package_type: String,
     pub architectures: Vec<String>,
+    /// The function's layers, in the order they are extracted under `/opt` (absent when none, as Lambda answers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<FunctionLayer>,
+}
+
+/// One layer of a function, as `GetFunctionConfiguration` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct FunctionLayer {
+    /// The layer version's ARN (`arn:aws:lambda:{region}:{account}:layer:{name}:{version}`).
+    pub arn: String,
+    /// Size of the layer's zip, in bytes.
+    pub code_size: u64,
 }
 
 /// What Wisp stores for `$LATEST` or a published version: the AWS-shaped configuration plus what only Wisp needs.
@@ -68,6 +81,10 @@ pub struct StoredVersion {
     pub config: FunctionConfiguration,
     /// Hex sha256 of the deployment package: the name of its blob.
     pub code_digest: String,
+    /// Hex sha256 of each layer's zip, in the order of `config.layers`; kept here so a deleted
+    /// layer version keeps working for the functions that already use it, as on Lambda.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layer_digests: Vec<String>,
 }
 
 /// The mutable head of a function: `$LATEST` plus counters and settings that are not versioned.
