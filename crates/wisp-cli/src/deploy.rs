@@ -40,6 +40,11 @@ pub struct DeployArgs {
     publish: bool,
     #[arg(long)]
     description: Option<String>,
+    /// A layer version ARN (repeatable), extracted under /opt in the order given; replaces the
+    /// manifest's `layers`. Without it (and without `layers` in the manifest) an existing
+    /// function keeps its layers.
+    #[arg(long = "layer", value_name = "ARN")]
+    layers: Vec<String>,
 }
 
 /// The `wisp.toml` manifest; unknown keys are errors.
@@ -53,6 +58,7 @@ struct Manifest {
     description: Option<String>,
     #[serde(default)]
     environment: BTreeMap<String, String>,
+    layers: Option<Vec<String>>,
 }
 
 const MANIFEST: &str = "wisp.toml";
@@ -99,6 +105,11 @@ pub async fn deploy(client: &Client, args: DeployArgs) -> anyhow::Result<Value> 
     let description = args.description.or(manifest.description);
     let memory = args.memory.or(manifest.memory);
     let timeout = args.timeout.or(manifest.timeout);
+    let layers = if args.layers.is_empty() {
+        manifest.layers
+    } else {
+        Some(args.layers)
+    };
     let zip_base64 = base64::engine::general_purpose::STANDARD.encode(&zip);
 
     let mut create = json!({
@@ -113,6 +124,7 @@ pub async fn deploy(client: &Client, args: DeployArgs) -> anyhow::Result<Value> 
         ("MemorySize", memory.map(Value::from)),
         ("Timeout", timeout.map(Value::from)),
         ("Description", description.clone().map(Value::from)),
+        ("Layers", layers.clone().map(Value::from)),
     ] {
         if let Some(value) = value {
             create[key] = value;
@@ -141,6 +153,7 @@ pub async fn deploy(client: &Client, args: DeployArgs) -> anyhow::Result<Value> 
         ("MemorySize", memory.map(Value::from)),
         ("Timeout", timeout.map(Value::from)),
         ("Description", description.map(Value::from)),
+        ("Layers", layers.map(Value::from)),
     ] {
         if let Some(value) = value {
             update[key] = value;
@@ -165,7 +178,7 @@ pub async fn deploy(client: &Client, args: DeployArgs) -> anyhow::Result<Value> 
 }
 
 /// Zips a directory, keeping executable bits; skips the manifest, VCS and cache folders.
-fn zip_directory(root: &Path) -> anyhow::Result<Vec<u8>> {
+pub(crate) fn zip_directory(root: &Path) -> anyhow::Result<Vec<u8>> {
     use std::os::unix::fs::PermissionsExt as _;
     let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     let mut pending = vec![root.to_path_buf()];

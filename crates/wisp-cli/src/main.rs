@@ -4,6 +4,7 @@
 
 mod client;
 mod deploy;
+mod layers;
 mod receipts;
 mod stream;
 
@@ -100,6 +101,11 @@ enum Command {
     },
     /// Create or update a function from a directory or a zip.
     Deploy(deploy::DeployArgs),
+    /// Publish and list layers (files shared by functions, read-only under /opt).
+    Layer {
+        #[command(subcommand)]
+        command: layers::LayerCommand,
+    },
     /// Invoke a function and print its response.
     Invoke {
         function: String,
@@ -451,6 +457,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 );
             }
         }
+        Command::Layer { command } => layers::run(&client, command, json_output).await?,
         Command::Invoke {
             function,
             payload,
