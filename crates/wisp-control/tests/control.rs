@@ -319,3 +319,102 @@ async fn functions_survive_reopening_the_store() {
         .collect();
     assert_eq!(numbers, ["$LATEST", "1"]);
 }
+
+fn layer(name: &str, text: &str) -> wisp_control::layers::PublishLayer {
+    wisp_control::layers::PublishLayer {
+        name: name.into(),
+        zip: zip_of(&[("python/shared.py", text.as_bytes(), 0o644)]),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn layers_are_versioned_checked_and_kept_by_published_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = control_plane(dir.path()).await;
+    let first = control
+        .publish_layer_version(&account(), layer("lib", "A = 1"))
+        .await
+        .unwrap();
+    let second = control
+        .publish_layer_version(&account(), layer("lib", "A = 2"))
+        .await
+        .unwrap();
+    assert_eq!((first.version, second.version), (1, 2));
+    assert_eq!(
+        second.layer_version_arn,
+        "arn:aws:lambda:us-east-1:123456789012:layer:lib:2"
+    );
+    control
+        .delete_layer_version(&account(), "lib", 2)
+        .await
+        .unwrap();
+    let third = control
+        .publish_layer_version(&account(), layer("lib", "A = 3"))
+        .await
+        .unwrap();
+    assert_eq!(third.version, 3, "numbers are never reused");
+
+    let missing = "arn:aws:lambda:us-east-1:123456789012:layer:lib:2".to_string();
+    let error = control
+        .create_function(
+            &account(),
+            CreateFunction {
+                layers: vec![missing.clone()],
+                ..provided("refused", b"x")
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(error.code, ErrorCode::InvalidParameterValue);
+    assert!(error.message.contains(&missing), "{}", error.message);
+    let six: Vec<String> = (0..6)
+        .map(|i| format!("arn:aws:lambda:us-east-1:123456789012:layer:l{i}:1"))
+        .collect();
+    let error = control
+        .create_function(
+            &account(),
+            CreateFunction {
+                layers: six,
+                ..provided("too-many", b"x")
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(error.code, ErrorCode::InvalidParameterValue);
+
+    let config = control
+        .create_function(
+            &account(),
+            CreateFunction {
+                layers: vec![first.layer_version_arn.clone()],
+                ..provided("f", b"#!/bin/sh\n")
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(config.layers[0].arn, first.layer_version_arn);
+    control
+        .publish_version(&account(), "f", None, None)
+        .await
+        .unwrap();
+    control
+        .update_function_configuration(
+            &account(),
+            "f",
+            UpdateConfiguration {
+                layers: Some(vec![third.layer_version_arn.clone()]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let (latest, _) = control.get_function(&account(), "f", None).await.unwrap();
+    assert_eq!(latest.layer_digests, vec![third.digest.clone()]);
+    let (published, _) = control
+        .get_function(&account(), "f", Some(&Qualifier::Version(1)))
+        .await
+        .unwrap();
+    assert_eq!(published.layer_digests, vec![first.digest.clone()]);
+    assert_eq!(published.config.layers[0].arn, first.layer_version_arn);
+}
