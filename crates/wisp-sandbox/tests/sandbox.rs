@@ -791,3 +791,48 @@ async fn without_a_usable_scratch_dir_tmp_is_a_tmpfs_and_reported_as_degraded() 
     }
     let _ = std::fs::remove_dir("/dev/shm/wisp-scratch-test");
 }
+
+#[tokio::test]
+async fn layers_directory_is_mounted_read_only_at_opt() {
+    if !have_root() {
+        return;
+    }
+    let code = code_dir(
+        r#"#!/bin/sh
+cat /opt/bin/tool
+if echo x > /opt/new 2>/dev/null; then echo "opt: writable"; else echo "opt: read-only"; fi
+"#,
+    );
+    let layers = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(layers.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::create_dir(layers.path().join("bin")).unwrap();
+    std::fs::write(layers.path().join("bin/tool"), "from a layer\n").unwrap();
+    let mut with_layers = spec(code.path());
+    with_layers.opt_dir = Some(layers.path().to_path_buf());
+    let finished = run(&with_layers).await;
+    assert!(
+        finished.stdout.contains("from a layer"),
+        "{}",
+        finished.stdout
+    );
+    assert!(
+        finished.stdout.contains("opt: read-only"),
+        "{}",
+        finished.stdout
+    );
+    assert!(!layers.path().join("new").exists());
+
+    // A host path under /opt would be hidden by the layers: refused rather than silently lost.
+    let mut shadowed = spec(code.path());
+    shadowed.opt_dir = Some(layers.path().to_path_buf());
+    shadowed.extra_read_only = vec![PathBuf::from("/opt/something")];
+    match wisp_sandbox::spawn(&shadowed, &launcher()).await {
+        Err(SandboxError::Setup(message)) => {
+            assert!(
+                message.contains("/opt holds the function's layers"),
+                "{message}"
+            )
+        }
+        other => panic!("expected a setup error, got {other:?}"),
+    }
+}
