@@ -449,6 +449,37 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// Refuses a function whose code and layers together unzip to more than the package limit, as
+    /// Lambda counts them together. Reads the archives only when the function has layers.
+    pub(crate) async fn check_unzipped_total(
+        &self,
+        code_digest: &str,
+        layer_digests: &[String],
+    ) -> Result<(), ApiError> {
+        if layer_digests.is_empty() {
+            return Ok(());
+        }
+        let limit = self.options.max_unzipped_bytes;
+        let limits = wisp_sandbox::archive::ArchiveLimits {
+            max_total_bytes: limit,
+            ..Default::default()
+        };
+        let mut total = 0u64;
+        for digest in std::iter::once(code_digest).chain(layer_digests.iter().map(String::as_str)) {
+            let zip = self.code(digest).await?;
+            let summary = wisp_sandbox::archive::inspect(&zip, &limits).map_err(|error| {
+                ApiError::internal(format!("stored package {digest} cannot be read: {error}"))
+            })?;
+            total += summary.total_bytes;
+        }
+        if total > limit {
+            return Err(ApiError::invalid(format!(
+                "function code and layers unzip to {total} bytes together; the limit is {limit}"
+            )));
+        }
+        Ok(())
+    }
+
     /// Checks a function's `Layers` list: at most 5 existing layer versions of the caller's
     /// account, no layer twice. Returns what the configuration lists and the blobs' digests.
     pub async fn resolve_function_layers(

@@ -370,6 +370,8 @@ impl ControlPlane {
         let (layers, layer_digests) = self.resolve_function_layers(account, &input.layers).await?;
         let (code_digest, code_sha256, code_size) =
             self.store_code(&input.runtime, input.zip).await?;
+        self.check_unzipped_total(&code_digest, &layer_digests)
+            .await?;
         let config = FunctionConfiguration {
             function_arn: function_arn(&self.options.region, account, &input.name),
             function_name: input.name.clone(),
@@ -566,6 +568,8 @@ impl ControlPlane {
         let (current, _) = self.load_function(account, name).await?;
         let (code_digest, code_sha256, code_size) =
             self.store_code(&current.latest.config.runtime, zip).await?;
+        self.check_unzipped_total(&code_digest, &current.latest.layer_digests)
+            .await?;
         let config = self
             .modify_function(account, name, |function| {
                 check_revision(
@@ -609,11 +613,23 @@ impl ControlPlane {
             validate_ephemeral_storage(storage.size)?;
         }
         let layers = match &update.layers {
-            Some(arns) => Some(self.resolve_function_layers(account, arns).await?),
+            Some(arns) => {
+                let (layers, digests) = self.resolve_function_layers(account, arns).await?;
+                let (current, _) = self.load_function(account, name).await?;
+                self.check_unzipped_total(&current.latest.code_digest, &digests)
+                    .await?;
+                Some((layers, digests, current.latest.code_digest))
+            }
             None => None,
         };
         self.modify_function(account, name, |function| {
-            if let Some((layers, digests)) = &layers {
+            if let Some((layers, digests, checked_code)) = &layers {
+                // The size check above was made against this code.
+                if &function.latest.code_digest != checked_code {
+                    return Err(ApiError::conflict(format!(
+                        "the code of {name} changed while its layers were being checked; retry"
+                    )));
+                }
                 function.latest.config.layers = layers.clone();
                 function.latest.layer_digests = digests.clone();
             }

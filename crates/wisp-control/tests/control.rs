@@ -418,3 +418,71 @@ async fn layers_are_versioned_checked_and_kept_by_published_versions() {
     assert_eq!(published.layer_digests, vec![first.digest.clone()]);
     assert_eq!(published.config.layers[0].arn, first.layer_version_arn);
 }
+
+#[tokio::test]
+async fn code_and_layers_together_must_fit_the_unzipped_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(EmbeddedOptions::new(dir.path().join("store")))
+        .await
+        .unwrap();
+    let control = ControlPlane::new(
+        store.clone(),
+        store,
+        Arc::new(RuntimeCatalog::default()),
+        ControlOptions {
+            max_unzipped_bytes: 1000,
+            ..Default::default()
+        },
+    );
+    let big = |name: &str| wisp_control::layers::PublishLayer {
+        name: name.into(),
+        zip: zip_of(&[("data", &[b'x'; 600], 0o644)]),
+        ..Default::default()
+    };
+    let first = control
+        .publish_layer_version(&account(), big("a"))
+        .await
+        .unwrap();
+    let second = control
+        .publish_layer_version(&account(), big("b"))
+        .await
+        .unwrap();
+    control
+        .create_function(
+            &account(),
+            CreateFunction {
+                layers: vec![first.layer_version_arn.clone()],
+                ..provided("f", b"#!/bin/sh\n")
+            },
+        )
+        .await
+        .unwrap();
+    let error = control
+        .update_function_configuration(
+            &account(),
+            "f",
+            UpdateConfiguration {
+                layers: Some(vec![first.layer_version_arn, second.layer_version_arn]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(error.code, ErrorCode::InvalidParameterValue);
+    assert!(
+        error.message.contains("the limit is 1000"),
+        "{}",
+        error.message
+    );
+    let error = control
+        .update_function_code(
+            &account(),
+            "f",
+            zip_of(&[("bootstrap", &[b'#'; 500], 0o755)]),
+            false,
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(error.code, ErrorCode::InvalidParameterValue);
+}
