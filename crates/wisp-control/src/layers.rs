@@ -175,8 +175,10 @@ impl ControlPlane {
                 input.compatible_runtimes.len()
             )));
         }
+        // Only the ids are checked: this is metadata for ListLayers, not a promise that this
+        // machine has the interpreter.
         for runtime in &input.compatible_runtimes {
-            self.runtimes.check(runtime)?;
+            crate::RuntimeCatalog::family(runtime)?;
         }
         if input.description.as_deref().is_some_and(|d| d.len() > 256) {
             return Err(ApiError::invalid(
