@@ -135,6 +135,25 @@ def test_function_imports_a_module_from_a_layer(lambda_client, make_function):
     assert payload["opt_writable"] is False
 
 
+def test_node_function_requires_a_module_from_a_layer(lambda_client, make_function):
+    layer = publish(
+        lambda_client,
+        unique_name("nodelib"),
+        zip_files({"nodejs/node_modules/greeting/index.js": "module.exports = (n) => 'hi ' + n;\n"}),
+    )
+    source = "const greet = require('greeting');\nexports.handler = async (event) => greet(event.name);\n"
+    name = make_function(
+        zip_files({"index.js": source}),
+        runtime="nodejs20.x",
+        handler="index.handler",
+        prefix="node-layer",
+        Layers=[layer["LayerVersionArn"]],
+    )["FunctionName"]
+    response, payload = invoke(lambda_client, name, {"name": "Ada"})
+    assert "FunctionError" not in response, payload
+    assert payload == "hi Ada"
+
+
 def test_later_layers_override_earlier_ones(lambda_client, make_function):
     first = publish(lambda_client, unique_name("first"), layer_zip("first", {"python/only_first.py": "VALUE = 1\n"}))
     second = publish(lambda_client, unique_name("second"), layer_zip("second"))
