@@ -85,6 +85,14 @@ impl ControlPlane {
             .await
             .map_err(store_error)?;
         self.forget(account, name);
+        self.announce(
+            account,
+            crate::lifecycle::EventType::EventInvokeConfigChanged,
+            config.function_arn.clone(),
+            existing.and_then(|entry| serde_json::from_slice(&entry.value).ok()),
+            crate::lifecycle::snapshot(&config),
+        )
+        .await?;
         Ok(config)
     }
 
@@ -129,18 +137,23 @@ impl ControlPlane {
     ) -> Result<(), ApiError> {
         let qualifier = qualifier.cloned().unwrap_or(Qualifier::Latest);
         let _ = self.load_function(account, name).await?;
-        if !self
-            .kv
-            .delete(&config_key(account, name, &qualifier))
-            .await
-            .map_err(store_error)?
-        {
+        let key = config_key(account, name, &qualifier);
+        let before = self.kv.get(&key).await.map_err(store_error)?;
+        if !self.kv.delete(&key).await.map_err(store_error)? {
             return Err(ApiError::not_found(format!(
                 "The function {} doesn't have an EventInvokeConfig",
                 qualified_arn(&self.options.region, account, name, &qualifier.to_string())
             )));
         }
         self.forget(account, name);
+        self.announce(
+            account,
+            crate::lifecycle::EventType::EventInvokeConfigChanged,
+            qualified_arn(&self.options.region, account, name, &qualifier.to_string()),
+            before.and_then(|entry| serde_json::from_slice(&entry.value).ok()),
+            None,
+        )
+        .await?;
         Ok(())
     }
 

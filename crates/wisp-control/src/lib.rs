@@ -14,6 +14,7 @@
 pub mod event_config;
 pub mod idempotency;
 pub mod layers;
+pub mod lifecycle;
 pub mod memoization;
 pub mod provisioned;
 pub mod receipts;
@@ -143,6 +144,7 @@ pub struct ControlPlane {
     /// Serialises provisioned concurrency changes in this process, so two overlapping configurations
     /// cannot both pass the conflict check.
     provisioned_changes: tokio::sync::Mutex<()>,
+    lifecycle: lifecycle::Recorder,
 }
 
 fn function_key(account: &AccountId, name: &str) -> String {
@@ -211,6 +213,7 @@ impl ControlPlane {
             changes: tokio::sync::broadcast::channel(1024).0,
             provisioned_changes: tokio::sync::Mutex::new(()),
             receipt_keys: receipts::ReceiptKeys::default(),
+            lifecycle: Default::default(),
         }
     }
 
@@ -421,6 +424,14 @@ impl ControlPlane {
             }
         }
         self.forget(account, &input.name);
+        self.announce(
+            account,
+            lifecycle::EventType::FunctionCreated,
+            config.function_arn.clone(),
+            None,
+            lifecycle::snapshot(&config),
+        )
+        .await?;
         if input.publish {
             return self.publish_version(account, &input.name, None, None).await;
         }
@@ -570,6 +581,7 @@ impl ControlPlane {
             self.store_code(&current.latest.config.runtime, zip).await?;
         self.check_unzipped_total(&code_digest, &current.latest.layer_digests)
             .await?;
+        let mut before = None;
         let config = self
             .modify_function(account, name, |function| {
                 check_revision(
@@ -577,6 +589,7 @@ impl ControlPlane {
                     revision_id.as_deref(),
                     "function",
                 )?;
+                before = lifecycle::snapshot(&function.latest.config);
                 let latest = &mut function.latest;
                 latest.code_digest = code_digest.clone();
                 latest.config.code_sha256 = code_sha256.clone();
@@ -585,6 +598,14 @@ impl ControlPlane {
                 Ok(latest.config.clone())
             })
             .await?;
+        self.announce(
+            account,
+            lifecycle::EventType::FunctionCodeUpdated,
+            config.function_arn.clone(),
+            before,
+            lifecycle::snapshot(&config),
+        )
+        .await?;
         if publish {
             return self.publish_version(account, name, None, None).await;
         }
@@ -622,7 +643,9 @@ impl ControlPlane {
             }
             None => None,
         };
-        self.modify_function(account, name, |function| {
+        let mut before = None;
+        let config = self.modify_function(account, name, |function| {
+            before = lifecycle::snapshot(&function.latest.config);
             if let Some((layers, digests, checked_code)) = &layers {
                 // The size check above was made against this code.
                 if &function.latest.code_digest != checked_code {
@@ -669,7 +692,16 @@ impl ControlPlane {
             touch(config);
             Ok(config.clone())
         })
-        .await
+        .await?;
+        self.announce(
+            account,
+            lifecycle::EventType::FunctionConfigurationUpdated,
+            config.function_arn.clone(),
+            before,
+            lifecycle::snapshot(&config),
+        )
+        .await?;
+        Ok(config)
     }
 
     /// Publishes `$LATEST` as a new immutable version (or returns the last one if nothing changed since).
@@ -725,6 +757,14 @@ impl ControlPlane {
             )));
         }
         self.forget(account, name);
+        self.announce(
+            account,
+            lifecycle::EventType::VersionPublished,
+            version.config.function_arn.clone(),
+            None,
+            lifecycle::snapshot(&version.config),
+        )
+        .await?;
         Ok(version.config)
     }
 
@@ -779,7 +819,7 @@ impl ControlPlane {
         name: &str,
         qualifier: Option<&Qualifier>,
     ) -> Result<(), ApiError> {
-        let _ = self.load_function(account, name).await?;
+        let (head, _) = self.load_function(account, name).await?;
         match qualifier {
             Some(Qualifier::Latest) => Err(ApiError::invalid(
                 "$LATEST cannot be deleted on its own: delete the function without a qualifier",
@@ -801,6 +841,7 @@ impl ControlPlane {
                         alias.name
                     )));
                 }
+                let deleted = self.load_version(account, name, *number).await.ok();
                 if !self
                     .kv
                     .delete(&version_key(account, name, *number))
@@ -816,6 +857,14 @@ impl ControlPlane {
                     .await
                     .map_err(store_error)?;
                 self.forget(account, name);
+                self.announce(
+                    account,
+                    lifecycle::EventType::VersionDeleted,
+                    qualified_arn(&self.options.region, account, name, &version),
+                    deleted.and_then(|version| lifecycle::snapshot(&version.config)),
+                    None,
+                )
+                .await?;
                 Ok(())
             }
             None => {
@@ -853,6 +902,14 @@ impl ControlPlane {
                     .await
                     .map_err(store_error)?;
                 self.forget(account, name);
+                self.announce(
+                    account,
+                    lifecycle::EventType::FunctionDeleted,
+                    head.latest.config.function_arn.clone(),
+                    lifecycle::snapshot(&head.latest.config),
+                    None,
+                )
+                .await?;
                 Ok(())
             }
         }
@@ -876,11 +933,14 @@ impl ControlPlane {
                 "ReservedConcurrentExecutions {reserved} is less than the provisioned concurrency of {name} ({provisioned}); lower the provisioned concurrency first"
             )));
         }
-        self.modify_function(account, name, |function| {
-            function.reserved_concurrency = Some(reserved);
-            Ok(reserved)
-        })
-        .await
+        let before = self
+            .modify_function(account, name, |function| {
+                Ok(function.reserved_concurrency.replace(reserved))
+            })
+            .await?;
+        self.announce_concurrency(account, name, before, Some(reserved))
+            .await?;
+        Ok(reserved)
     }
 
     pub async fn delete_function_concurrency(
@@ -888,11 +948,12 @@ impl ControlPlane {
         account: &AccountId,
         name: &str,
     ) -> Result<(), ApiError> {
-        self.modify_function(account, name, |function| {
-            function.reserved_concurrency = None;
-            Ok(())
-        })
-        .await
+        let before = self
+            .modify_function(account, name, |function| {
+                Ok(function.reserved_concurrency.take())
+            })
+            .await?;
+        self.announce_concurrency(account, name, before, None).await
     }
 
     async fn check_alias_target(
@@ -981,6 +1042,14 @@ impl ControlPlane {
             )));
         }
         self.forget(account, name);
+        self.announce(
+            account,
+            lifecycle::EventType::AliasCreated,
+            config.alias_arn.clone(),
+            None,
+            lifecycle::snapshot(&config),
+        )
+        .await?;
         Ok(config)
     }
 
@@ -1031,36 +1100,48 @@ impl ControlPlane {
                 qualified_arn(&self.options.region, account, name, alias)
             ))
         };
-        self.modify_record(
-            &key,
-            (account, name),
-            missing,
-            |config: &mut AliasConfiguration| {
-                check_revision(&config.revision_id, input.revision_id.as_deref(), "alias")?;
-                if let Some(version) = &input.function_version {
-                    config.function_version = version.clone();
-                }
-                if let Some(description) = &input.description {
-                    config.description = description.clone();
-                }
-                if let Some(routing) = &input.routing {
-                    config.routing_config =
-                        (!routing.additional_version_weights.is_empty()).then(|| routing.clone());
-                }
-                if let Some(routing) = &config.routing_config
-                    && routing
-                        .additional_version_weights
-                        .contains_key(&config.function_version)
-                {
-                    return Err(ApiError::invalid(
-                        "the alias's version cannot also be its additional version",
-                    ));
-                }
-                config.revision_id = new_revision_id();
-                Ok(config.clone())
-            },
+        let mut before = None;
+        let config = self
+            .modify_record(
+                &key,
+                (account, name),
+                missing,
+                |config: &mut AliasConfiguration| {
+                    check_revision(&config.revision_id, input.revision_id.as_deref(), "alias")?;
+                    before = lifecycle::snapshot(config);
+                    if let Some(version) = &input.function_version {
+                        config.function_version = version.clone();
+                    }
+                    if let Some(description) = &input.description {
+                        config.description = description.clone();
+                    }
+                    if let Some(routing) = &input.routing {
+                        config.routing_config = (!routing.additional_version_weights.is_empty())
+                            .then(|| routing.clone());
+                    }
+                    if let Some(routing) = &config.routing_config
+                        && routing
+                            .additional_version_weights
+                            .contains_key(&config.function_version)
+                    {
+                        return Err(ApiError::invalid(
+                            "the alias's version cannot also be its additional version",
+                        ));
+                    }
+                    config.revision_id = new_revision_id();
+                    Ok(config.clone())
+                },
+            )
+            .await?;
+        self.announce(
+            account,
+            lifecycle::EventType::AliasUpdated,
+            config.alias_arn.clone(),
+            before,
+            lifecycle::snapshot(&config),
         )
-        .await
+        .await?;
+        Ok(config)
     }
 
     pub async fn delete_alias(
@@ -1076,11 +1157,23 @@ impl ControlPlane {
             .delete(&provisioned::provisioned_key(account, name, alias))
             .await
             .map_err(store_error)?;
-        self.kv
-            .delete(&alias_key(account, name, alias))
-            .await
-            .map_err(store_error)?;
+        let key = alias_key(account, name, alias);
+        let before = match self.kv.get(&key).await.map_err(store_error)? {
+            Some(entry) => Some(decode::<AliasConfiguration>(&key, &entry.value)?),
+            None => None,
+        };
+        let existed = self.kv.delete(&key).await.map_err(store_error)?;
         self.forget(account, name);
+        if existed {
+            self.announce(
+                account,
+                lifecycle::EventType::AliasDeleted,
+                qualified_arn(&self.options.region, account, name, alias),
+                before.and_then(|config| lifecycle::snapshot(&config)),
+                None,
+            )
+            .await?;
+        }
         Ok(())
     }
 

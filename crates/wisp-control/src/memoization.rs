@@ -21,11 +21,24 @@ impl ControlPlane {
         let _ = self.load_function(account, name).await?;
         config.validate()?;
         config.last_modified = lambda_timestamp(chrono::Utc::now());
+        let before = self
+            .kv
+            .get(&memoization_key(account, name))
+            .await
+            .map_err(store_error)?;
         self.kv
             .put(&memoization_key(account, name), encode(&config), None)
             .await
             .map_err(store_error)?;
         self.forget(account, name);
+        self.announce(
+            account,
+            crate::lifecycle::EventType::MemoizationChanged,
+            function_arn(&self.options.region, account, name),
+            before.and_then(|entry| serde_json::from_slice(&entry.value).ok()),
+            crate::lifecycle::snapshot(&config),
+        )
+        .await?;
         Ok(config)
     }
 
@@ -63,6 +76,11 @@ impl ControlPlane {
         name: &str,
     ) -> Result<(), ApiError> {
         let _ = self.load_function(account, name).await?;
+        let before = self
+            .kv
+            .get(&memoization_key(account, name))
+            .await
+            .map_err(store_error)?;
         if !self
             .kv
             .delete(&memoization_key(account, name))
@@ -74,6 +92,14 @@ impl ControlPlane {
             )));
         }
         self.forget(account, name);
+        self.announce(
+            account,
+            crate::lifecycle::EventType::MemoizationChanged,
+            function_arn(&self.options.region, account, name),
+            before.and_then(|entry| serde_json::from_slice(&entry.value).ok()),
+            None,
+        )
+        .await?;
         Ok(())
     }
 }

@@ -160,15 +160,21 @@ impl ControlPlane {
             requested,
             last_modified: lambda_timestamp(chrono::Utc::now()),
         };
+        let key = provisioned_key(account, name, &qualifier_text);
+        let before = self.kv.get(&key).await.map_err(store_error)?;
         self.kv
-            .put(
-                &provisioned_key(account, name, &qualifier_text),
-                encode(&stored),
-                None,
-            )
+            .put(&key, encode(&stored), None)
             .await
             .map_err(store_error)?;
         self.forget(account, name);
+        self.announce(
+            account,
+            crate::lifecycle::EventType::ProvisionedConcurrencyChanged,
+            qualified_arn(&self.options.region, account, name, &qualifier_text),
+            before.and_then(|entry| serde_json::from_slice(&entry.value).ok()),
+            crate::lifecycle::snapshot(&stored),
+        )
+        .await?;
         Ok(stored)
     }
 
@@ -260,11 +266,20 @@ impl ControlPlane {
         qualifier: &Qualifier,
     ) -> Result<(), ApiError> {
         self.provisioned_subject(account, name, qualifier).await?;
-        self.kv
-            .delete(&provisioned_key(account, name, &qualifier.to_string()))
-            .await
-            .map_err(store_error)?;
+        let key = provisioned_key(account, name, &qualifier.to_string());
+        let before = self.kv.get(&key).await.map_err(store_error)?;
+        self.kv.delete(&key).await.map_err(store_error)?;
         self.forget(account, name);
+        if let Some(before) = before {
+            self.announce(
+                account,
+                crate::lifecycle::EventType::ProvisionedConcurrencyChanged,
+                qualified_arn(&self.options.region, account, name, &qualifier.to_string()),
+                serde_json::from_slice(&before.value).ok(),
+                None,
+            )
+            .await?;
+        }
         Ok(())
     }
 

@@ -14,6 +14,7 @@ use wisp_runtime_api::{Dispatch, Invocation, RuntimeOutcome, RuntimeState, Strea
 use wisp_sandbox::{ExitReport, SandboxSpec, SpawnedSandbox};
 
 use crate::sinks::Sinks;
+use wisp_control::lifecycle::{EventType, LifecycleEvent};
 
 /// Longest a runtime may take to initialise before its first invocation (Lambda's 10 s).
 pub const INIT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,6 +44,10 @@ pub struct Instance {
     stderr_fd: i32,
     pub last_used: Mutex<Instant>,
     stopping: AtomicBool,
+    /// Where the stop is announced, and about what.
+    sinks: Sinks,
+    account: String,
+    resource: String,
 }
 
 /// Where a streaming invocation's response chunks go, in order, as the function produces them.
@@ -83,6 +88,8 @@ pub struct InstanceSpec {
     pub sandbox: SandboxSpec,
     pub account: String,
     pub function: String,
+    /// ARN of the version the instance runs, for its lifecycle events.
+    pub resource: String,
 }
 
 impl Instance {
@@ -145,6 +152,9 @@ impl Instance {
             stderr_fd,
             last_used: Mutex::new(Instant::now()),
             stopping: AtomicBool::new(false),
+            sinks,
+            account: spec.account.clone(),
+            resource: spec.resource.clone(),
         }))
     }
 
@@ -582,6 +592,17 @@ impl Instance {
             return;
         }
         tracing::debug!(instance = %self.id, reason, "stopping instance");
+        self.sinks.lifecycle(
+            LifecycleEvent::new(
+                &self.account,
+                EventType::InstanceStopped,
+                self.resource.clone(),
+                Some(serde_json::json!({ "InstanceId": self.id })),
+                None,
+            )
+            .with_reason(reason)
+            .by_platform(),
+        );
         self.kill(nix::sys::signal::Signal::SIGTERM);
         if self.wait_exit(grace).await.is_none() {
             self.kill(nix::sys::signal::Signal::SIGKILL);

@@ -865,6 +865,12 @@ impl Engine {
             },
             account: pool.key.0.clone(),
             function: pool.key.1.clone(),
+            resource: qualified_arn(
+                region,
+                &AccountId(pool.key.0.clone()),
+                &pool.key.1,
+                &config.version,
+            ),
         };
         // Like Lambda's INIT_START line; it also records which interpreter actually serves the runtime id.
         let runtime_version = match family {
@@ -884,14 +890,30 @@ impl Engine {
                 spec.sandbox.instance_id
             ),
         );
-        Instance::start(spec, &self.sandboxes, self.sinks.clone())
+        let (account, resource) = (spec.account.clone(), spec.resource.clone());
+        let instance = Instance::start(spec, &self.sandboxes, self.sinks.clone())
             .await
             .map_err(|error| {
                 ApiError::internal(format!(
                     "could not start an instance of {}: {error}",
                     config.function_name
                 ))
-            })
+            })?;
+        // Instances are started and stopped by the platform, whoever's invocation needed one.
+        let started = wisp_control::lifecycle::LifecycleEvent::new(
+            &account,
+            wisp_control::lifecycle::EventType::InstanceStarted,
+            resource,
+            None,
+            Some(serde_json::json!({
+                "InstanceId": instance.id,
+                "Version": config.version,
+                "InitializationType": initialization_type,
+            })),
+        )
+        .by_platform();
+        self.sinks.lifecycle(started);
+        Ok(instance)
     }
 
     /// Stops dispatching events and stops every instance (server shutdown). Events not finished stay

@@ -41,6 +41,8 @@ enum Item {
     Log { topic: String, text: Vec<u8> },
     /// A receipt to hash, sign and keep by request id (see [`crate::receipts`]).
     Receipt(Box<crate::receipts::PendingReceipt>),
+    /// An instance lifecycle event for the account's `wisp.lifecycle` topic.
+    Lifecycle(Box<wisp_control::lifecycle::LifecycleEvent>),
 }
 
 /// Cheap handle to push records and log text; cloning shares the writer.
@@ -81,6 +83,11 @@ impl Sinks {
     /// A receipt to sign and store.
     pub(crate) fn receipt(&self, receipt: crate::receipts::PendingReceipt) {
         let _ = self.sender.send(Item::Receipt(Box::new(receipt)));
+    }
+
+    /// An observed lifecycle event (an instance started or stopped).
+    pub fn lifecycle(&self, event: wisp_control::lifecycle::LifecycleEvent) {
+        let _ = self.sender.send(Item::Lifecycle(Box::new(event)));
     }
 
     pub fn log(&self, account: &str, function: &str, text: impl Into<Vec<u8>>) {
@@ -136,6 +143,10 @@ async fn write_batches(
                 }
                 Item::Log { topic, text } => batches.entry(topic).or_default().push(text),
                 Item::Receipt(pending) => receipts.extend(pending.sign()),
+                Item::Lifecycle(event) => batches
+                    .entry(wisp_control::lifecycle::lifecycle_topic(&event.account))
+                    .or_default()
+                    .push(event.encode()),
             }
         }
         // Records expire after the retention period; receipts are kept.

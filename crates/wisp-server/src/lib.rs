@@ -118,6 +118,7 @@ pub async fn run(configuration: Configuration) -> anyhow::Result<()> {
             ..Default::default()
         },
     ));
+    control.record_lifecycle_to(log.clone());
     let receipt_key = control
         .open_receipt_keys(&root.account)
         .await
