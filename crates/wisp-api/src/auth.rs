@@ -95,6 +95,14 @@ fn parse_authorization(header: &str) -> Result<Authorization<'_>, ApiError> {
     })
 }
 
+/// The access key id a request is signed with (from its `Authorization` header), if any.
+pub fn access_key_id(headers: &http::HeaderMap) -> Option<String> {
+    let header = headers.get("authorization")?.to_str().ok()?;
+    parse_authorization(header)
+        .ok()
+        .map(|authorization| authorization.access_key_id.to_string())
+}
+
 /// The SigV4 signature of a request with the given secret (hex).
 /// How far a request's `X-Amz-Date` may be from the server's clock, as AWS allows.
 const MAX_CLOCK_SKEW_SECONDS: i64 = 5 * 60;

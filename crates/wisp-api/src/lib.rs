@@ -7,6 +7,7 @@
 
 pub mod auth;
 mod event_config;
+mod events;
 mod lambda;
 mod layers;
 mod provisioned;
@@ -48,6 +49,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .merge(lambda::routes())
         .merge(wisp::routes())
         .merge(receipts::routes())
+        .merge(events::routes())
         .fallback(unknown_route)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -142,7 +144,10 @@ async fn authenticate(
     let response = match state.auth.authenticate(&signed).await {
         Ok(account) => {
             parts.extensions.insert(Caller(account));
-            next.run(Request::from_parts(parts, Body::from(body))).await
+            // Lifecycle events of whatever the request changes name the key that signed it.
+            let actor = auth::access_key_id(&parts.headers).unwrap_or_else(|| "anonymous".into());
+            let request = Request::from_parts(parts, Body::from(body));
+            wisp_control::lifecycle::with_actor(actor, next.run(request)).await
         }
         Err(error) => Failure(error).into_response(),
     };

@@ -4,6 +4,7 @@
 
 mod client;
 mod deploy;
+mod events;
 mod layers;
 mod receipts;
 mod stream;
@@ -151,6 +152,11 @@ enum Command {
         #[command(subcommand)]
         command: AliasCommand,
     },
+    /// Lifecycle events of the account: control-plane changes and instance starts and stops.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
     /// Show a function's logs.
     Logs {
         function: String,
@@ -271,6 +277,21 @@ enum Command {
 enum KeysCommand {
     /// Make a new current signing key; the old one stays published as retired.
     Rotate,
+}
+
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// Print the most recent events.
+    Tail {
+        /// Keep printing new events as they happen.
+        #[arg(long, short)]
+        follow: bool,
+        /// Only events of this type (e.g. FunctionCreated, InstanceStopped); may be repeated.
+        #[arg(long = "type", value_name = "TYPE")]
+        types: Vec<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -605,6 +626,14 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             count,
             delete,
         } => provisioned(&client, &function, qualifier, count, delete, json_output).await?,
+        Command::Events {
+            command:
+                EventsCommand::Tail {
+                    follow,
+                    types,
+                    limit,
+                },
+        } => events::tail(&client, follow, &types, limit, json_output).await?,
         Command::Logs {
             function,
             follow,
