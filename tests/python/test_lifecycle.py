@@ -286,3 +286,16 @@ def test_events_survive_a_crash_and_restart(server_factory):
 def test_events_need_a_signed_request(server):
     status, _, _ = support.signed_request(server, "GET", "/wisp/v1/events", sign=False)
     assert status in (401, 403)
+
+
+def test_a_graceful_stop_records_its_instances_stopping(server_factory):
+    server = server_factory("lifecycle-stop")
+    client = server.client()
+    name = unique_name("life-stop")
+    create(client, name)
+    invoke(client, name, {})
+    assert wait_for_event(server, name, lambda event: event["Type"] == "InstanceStarted")
+    server.stop()
+    server.start()
+    stopped = [event for event in events_of(server, name) if event["Type"] == "InstanceStopped"]
+    assert [event["Reason"] for event in stopped] == ["server stopping"], events_of(server, name)

@@ -945,6 +945,8 @@ impl Engine {
         for task in stopping {
             let _ = task.await;
         }
+        // Records, logs and the instances' stop events of the last moments are written before the process ends.
+        self.sinks.flush().await;
     }
 }
 

@@ -1,4 +1,4 @@
-//! Background writers for invocation records and function logs.
+//! Background writers for invocation records, function logs, receipts and instance lifecycle events.
 //!
 //! The invoke path only pushes into an unbounded channel; a writer task drains it and appends
 //! whole batches to the store's `Log` (one group commit for many records, at most one per
@@ -7,6 +7,7 @@
 //! so a caller can fetch it later; async invocations write their queued and running states there too.
 //! Records and logs of the last interval may be lost on `kill -9`; they are observations, not accepted
 //! work (an accepted event itself is in its queue, and its record is written again when it runs).
+//! [`Sinks::flush`] waits until everything pushed before it is written (the engine's shutdown uses it).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -43,6 +44,8 @@ enum Item {
     Receipt(Box<crate::receipts::PendingReceipt>),
     /// An instance lifecycle event for the account's `wisp.lifecycle` topic.
     Lifecycle(Box<wisp_control::lifecycle::LifecycleEvent>),
+    /// Answered once everything sent before it is written.
+    Flush(tokio::sync::oneshot::Sender<()>),
 }
 
 /// Cheap handle to push records and log text; cloning shares the writer.
@@ -85,6 +88,14 @@ impl Sinks {
         let _ = self.sender.send(Item::Receipt(Box::new(receipt)));
     }
 
+    /// Resolves once everything pushed before this call is written (at server shutdown).
+    pub async fn flush(&self) {
+        let (done, written) = tokio::sync::oneshot::channel();
+        if self.sender.send(Item::Flush(done)).is_ok() {
+            let _ = written.await;
+        }
+    }
+
     /// An observed lifecycle event (an instance started or stopped).
     pub fn lifecycle(&self, event: wisp_control::lifecycle::LifecycleEvent) {
         let _ = self.sender.send(Item::Lifecycle(Box::new(event)));
@@ -125,6 +136,7 @@ async fn write_batches(
         // The last state of each invocation in this batch; earlier ones are superseded.
         let mut by_id: HashMap<String, Vec<u8>> = HashMap::new();
         let mut receipts = Vec::new();
+        let mut flushes = Vec::new();
         for item in buffer.drain(..) {
             match item {
                 Item::Record(record, result) => {
@@ -147,6 +159,7 @@ async fn write_batches(
                     .entry(wisp_control::lifecycle::lifecycle_topic(&event.account))
                     .or_default()
                     .push(event.encode()),
+                Item::Flush(done) => flushes.push(done),
             }
         }
         // Records expire after the retention period; receipts are kept.
@@ -176,6 +189,9 @@ async fn write_batches(
             futures::future::join_all(puts),
         )
         .await;
+        for done in flushes {
+            let _ = done.send(());
+        }
     }
 }
 
