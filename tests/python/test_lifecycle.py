@@ -299,3 +299,22 @@ def test_a_graceful_stop_records_its_instances_stopping(server_factory):
     server.start()
     stopped = [event for event in events_of(server, name) if event["Type"] == "InstanceStopped"]
     assert [event["Reason"] for event in stopped] == ["server stopping"], events_of(server, name)
+
+
+def test_an_unknown_type_is_refused_with_the_known_ones(server):
+    completed = server.wisp_cli("events", "tail", "--type", "FunctionCreatd", check=False)
+    assert completed.returncode != 0
+    assert "FunctionCreatd" in completed.stderr and "InstanceStopped" in completed.stderr, completed.stderr
+
+
+def test_events_filter_by_several_types_on_the_server(server, client):
+    name = unique_name("life-types")
+    create(client, name)
+    client.update_function_configuration(FunctionName=name, Timeout=4)
+    status, _, body = support.signed_request(
+        server, "GET", "/wisp/v1/events?from=1&limit=10000&type=FunctionCreated%2CFunctionConfigurationUpdated"
+    )
+    assert status == 200, body
+    mine = [event["Type"] for event in json.loads(body)["Events"] if event["Resource"].split(":")[6:7] == [name]]
+    assert mine == ["FunctionCreated", "FunctionConfigurationUpdated"]
+    client.delete_function(FunctionName=name)

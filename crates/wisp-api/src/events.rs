@@ -1,6 +1,6 @@
 //! `GET /wisp/v1/events`: the caller's account's lifecycle events (see `wisp_control::lifecycle`),
 //! read from offset `from` (default: the last `limit`), with `wait` seconds of long-polling when none
-//! are newer, like a function's logs.
+//! are newer, like a function's logs; `type=A,B` keeps only those types (of the records read).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
 use serde_json::json;
-use wisp_control::lifecycle::{LifecycleEvent, lifecycle_topic};
+use wisp_control::lifecycle::{EventType, LifecycleEvent, lifecycle_topic};
 use wisp_types::ApiError;
 
 use crate::{ApiState, Caller, Failure, json_response};
@@ -48,6 +48,15 @@ async fn events(
         None => last.saturating_sub(limit as u64 - 1).max(1),
     };
     let wait = number(&params, "wait", 0)?.min(60);
+    let types = match params.get("type") {
+        Some(names) => Some(
+            names
+                .split(',')
+                .map(EventType::parse)
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        None => None,
+    };
     if from > last && wait > 0 {
         let _ = tokio::time::timeout(
             Duration::from_secs(wait),
@@ -67,6 +76,10 @@ async fn events(
     let mut events = Vec::with_capacity(records.len());
     for record in records {
         match LifecycleEvent::decode(&record.payload) {
+            Ok(event)
+                if types
+                    .as_ref()
+                    .is_some_and(|types| !types.contains(&event.kind)) => {}
             Ok(event) => {
                 let mut value = serde_json::to_value(event).expect("events serialise");
                 value["Offset"] = record.offset.into();

@@ -14,18 +14,20 @@ pub async fn tail(
     limit: u64,
     json_output: bool,
 ) -> anyhow::Result<()> {
+    // The server filters by type (and names the types when one is unknown).
+    let filter = if types.is_empty() {
+        String::new()
+    } else {
+        format!("&type={}", crate::client::segment(&types.join(",")))
+    };
     let mut next: Option<u64> = None;
     loop {
         let path = match next {
-            None => format!("/wisp/v1/events?limit={limit}"),
-            Some(from) => format!("/wisp/v1/events?from={from}&limit=1000&wait=20"),
+            None => format!("/wisp/v1/events?limit={limit}{filter}"),
+            Some(from) => format!("/wisp/v1/events?from={from}&limit=1000&wait=20{filter}"),
         };
         let page = client.call(Method::GET, &path, None).await?.json()?;
         for event in page["Events"].as_array().cloned().unwrap_or_default() {
-            let kind = event["Type"].as_str().unwrap_or("");
-            if !types.is_empty() && !types.iter().any(|wanted| wanted == kind) {
-                continue;
-            }
             if json_output {
                 println!("{event}");
             } else {

@@ -50,6 +50,40 @@ pub enum EventType {
 }
 
 impl EventType {
+    /// Every type, in documentation order.
+    pub const ALL: [EventType; 16] = [
+        EventType::FunctionCreated,
+        EventType::FunctionCodeUpdated,
+        EventType::FunctionConfigurationUpdated,
+        EventType::VersionPublished,
+        EventType::VersionDeleted,
+        EventType::AliasCreated,
+        EventType::AliasUpdated,
+        EventType::AliasDeleted,
+        EventType::FunctionDeleted,
+        EventType::ConcurrencyChanged,
+        EventType::ProvisionedConcurrencyChanged,
+        EventType::EventInvokeConfigChanged,
+        EventType::IdempotencyChanged,
+        EventType::MemoizationChanged,
+        EventType::InstanceStarted,
+        EventType::InstanceStopped,
+    ];
+
+    /// The type named `name` (as written in `Type`).
+    pub fn parse(name: &str) -> Result<EventType, ApiError> {
+        EventType::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == name)
+            .ok_or_else(|| {
+                let known: Vec<_> = EventType::ALL.iter().map(|kind| kind.as_str()).collect();
+                ApiError::invalid(format!(
+                    "unknown event type {name:?}; the types are {}",
+                    known.join(", ")
+                ))
+            })
+    }
+
     /// The name written in the `Type` field.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -267,17 +301,20 @@ mod tests {
 
     #[test]
     fn every_type_is_written_by_its_name() {
-        for kind in [
-            EventType::FunctionCreated,
-            EventType::AliasDeleted,
-            EventType::InstanceStopped,
-            EventType::ProvisionedConcurrencyChanged,
-        ] {
+        for kind in EventType::ALL {
             assert_eq!(
                 serde_json::to_value(kind).unwrap(),
                 serde_json::json!(kind.as_str())
             );
+            assert_eq!(EventType::parse(kind.as_str()).unwrap(), kind);
         }
+        let error = EventType::parse("FunctionCreatd").unwrap_err();
+        assert!(
+            error.message.contains("\"FunctionCreatd\"")
+                && error.message.contains("InstanceStopped"),
+            "{}",
+            error.message
+        );
     }
 
     #[test]
