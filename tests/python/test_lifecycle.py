@@ -318,3 +318,33 @@ def test_events_filter_by_several_types_on_the_server(server, client):
     mine = [event["Type"] for event in json.loads(body)["Events"] if event["Resource"].split(":")[6:7] == [name]]
     assert mine == ["FunctionCreated", "FunctionConfigurationUpdated"]
     client.delete_function(FunctionName=name)
+
+
+def test_wisp_settings_changes_append_their_events(server, client):
+    name = unique_name("life-settings")
+    arn = create(client, name)["FunctionArn"]
+    server.wisp_cli("pure", name, "--ttl", "60")
+    server.wisp_cli("idempotency", name, "--key-header")
+    server.wisp_cli("receipts", name, "--on")
+    client.put_function_event_invoke_config(FunctionName=name, MaximumRetryAttempts=1)
+    client.delete_function_event_invoke_config(FunctionName=name)
+    server.wisp_cli("idempotency", name, "--off")
+    events = [event for event in events_of(server, name) if not event["Type"].startswith("Instance")]
+    assert [event["Type"] for event in events] == [
+        "FunctionCreated",
+        "MemoizationChanged",
+        "IdempotencyChanged",
+        "ReceiptsChanged",
+        "EventInvokeConfigChanged",
+        "EventInvokeConfigChanged",
+        "IdempotencyChanged",
+    ]
+    assert all(event["Actor"] == server.access_key for event in events)
+    receipts = events[3]
+    assert (receipts["Resource"], receipts["Before"], receipts["After"]) == (arn, {"Enabled": False}, {"Enabled": True})
+    put, deleted = events[4], events[5]
+    assert put["Resource"] == arn + ":$LATEST" and put["Before"] is None
+    assert put["After"]["MaximumRetryAttempts"] == 1
+    assert deleted["Before"]["MaximumRetryAttempts"] == 1 and deleted["After"] is None
+    assert events[2]["Before"] is None and events[6]["After"] is None and events[6]["Before"] is not None
+    client.delete_function(FunctionName=name)

@@ -45,13 +45,14 @@ pub enum EventType {
     EventInvokeConfigChanged,
     IdempotencyChanged,
     MemoizationChanged,
+    ReceiptsChanged,
     InstanceStarted,
     InstanceStopped,
 }
 
 impl EventType {
     /// Every type, in documentation order.
-    pub const ALL: [EventType; 16] = [
+    pub const ALL: [EventType; 17] = [
         EventType::FunctionCreated,
         EventType::FunctionCodeUpdated,
         EventType::FunctionConfigurationUpdated,
@@ -66,6 +67,7 @@ impl EventType {
         EventType::EventInvokeConfigChanged,
         EventType::IdempotencyChanged,
         EventType::MemoizationChanged,
+        EventType::ReceiptsChanged,
         EventType::InstanceStarted,
         EventType::InstanceStopped,
     ];
@@ -101,6 +103,7 @@ impl EventType {
             EventType::EventInvokeConfigChanged => "EventInvokeConfigChanged",
             EventType::IdempotencyChanged => "IdempotencyChanged",
             EventType::MemoizationChanged => "MemoizationChanged",
+            EventType::ReceiptsChanged => "ReceiptsChanged",
             EventType::InstanceStarted => "InstanceStarted",
             EventType::InstanceStopped => "InstanceStopped",
         }

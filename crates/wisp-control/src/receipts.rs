@@ -240,11 +240,20 @@ impl ControlPlane {
         config: ReceiptsConfig,
     ) -> Result<ReceiptsConfig, ApiError> {
         self.load_function(account, name).await?;
+        let before = self.switch(&function_switch_key(account, name)).await?;
         self.kv
             .put(&function_switch_key(account, name), encode(&config), None)
             .await
             .map_err(store_error)?;
         self.forget(account, name);
+        self.announce(
+            account,
+            crate::lifecycle::EventType::ReceiptsChanged,
+            wisp_types::function_arn(&self.options.region, account, name),
+            crate::lifecycle::snapshot(&before),
+            crate::lifecycle::snapshot(&config),
+        )
+        .await?;
         Ok(config)
     }
 
