@@ -348,3 +348,17 @@ def test_wisp_settings_changes_append_their_events(server, client):
     assert deleted["Before"]["MaximumRetryAttempts"] == 1 and deleted["After"] is None
     assert events[2]["Before"] is None and events[6]["After"] is None and events[6]["Before"] is not None
     client.delete_function(FunctionName=name)
+
+
+def test_layer_versions_published_and_deleted_append_their_events(server, client):
+    name = unique_name("life-layer")
+    published = client.publish_layer_version(
+        LayerName=name, Content={"ZipFile": support.zip_files({"python/lifehelper.py": "X = 1\n"})}
+    )
+    client.delete_layer_version(LayerName=name, VersionNumber=published["Version"])
+    client.delete_layer_version(LayerName=name, VersionNumber=published["Version"])
+    events = events_of(server, name)
+    assert [event["Type"] for event in events] == ["LayerVersionPublished", "LayerVersionDeleted"]
+    assert all(event["Resource"] == published["LayerVersionArn"] for event in events)
+    assert events[0]["After"]["Version"] == published["Version"] and events[0]["Before"] is None
+    assert events[1]["Before"]["Version"] == published["Version"] and events[1]["After"] is None

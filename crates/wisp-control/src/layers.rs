@@ -278,6 +278,14 @@ impl ControlPlane {
                 input.name
             )));
         }
+        self.announce(
+            account,
+            crate::lifecycle::EventType::LayerVersionPublished,
+            version.layer_version_arn.clone(),
+            None,
+            crate::lifecycle::snapshot(&version),
+        )
+        .await?;
         Ok(version)
     }
 
@@ -444,10 +452,21 @@ impl ControlPlane {
         version: u64,
     ) -> Result<(), ApiError> {
         validate_layer_name(name)?;
-        self.kv
-            .delete(&version_key(account, name, version))
-            .await
-            .map_err(store_error)?;
+        let key = version_key(account, name, version);
+        let before = self.kv.get(&key).await.map_err(store_error)?;
+        if self.kv.delete(&key).await.map_err(store_error)? {
+            self.announce(
+                account,
+                crate::lifecycle::EventType::LayerVersionDeleted,
+                format!(
+                    "{}:{version}",
+                    layer_arn(&self.options.region, account, name)
+                ),
+                before.and_then(|entry| serde_json::from_slice(&entry.value).ok()),
+                None,
+            )
+            .await?;
+        }
         Ok(())
     }
 

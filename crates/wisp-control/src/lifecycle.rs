@@ -46,13 +46,15 @@ pub enum EventType {
     IdempotencyChanged,
     MemoizationChanged,
     ReceiptsChanged,
+    LayerVersionPublished,
+    LayerVersionDeleted,
     InstanceStarted,
     InstanceStopped,
 }
 
 impl EventType {
     /// Every type, in documentation order.
-    pub const ALL: [EventType; 17] = [
+    pub const ALL: [EventType; 19] = [
         EventType::FunctionCreated,
         EventType::FunctionCodeUpdated,
         EventType::FunctionConfigurationUpdated,
@@ -68,6 +70,8 @@ impl EventType {
         EventType::IdempotencyChanged,
         EventType::MemoizationChanged,
         EventType::ReceiptsChanged,
+        EventType::LayerVersionPublished,
+        EventType::LayerVersionDeleted,
         EventType::InstanceStarted,
         EventType::InstanceStopped,
     ];
@@ -104,6 +108,8 @@ impl EventType {
             EventType::IdempotencyChanged => "IdempotencyChanged",
             EventType::MemoizationChanged => "MemoizationChanged",
             EventType::ReceiptsChanged => "ReceiptsChanged",
+            EventType::LayerVersionPublished => "LayerVersionPublished",
+            EventType::LayerVersionDeleted => "LayerVersionDeleted",
             EventType::InstanceStarted => "InstanceStarted",
             EventType::InstanceStopped => "InstanceStopped",
         }
@@ -130,7 +136,7 @@ pub struct LifecycleEvent {
     pub actor: String,
     #[serde(rename = "Type")]
     pub kind: EventType,
-    /// ARN of the function, version or alias the event is about.
+    /// ARN of the function, version, alias or layer version the event is about.
     pub resource: String,
     /// The relevant configuration before the change (null when it did not exist).
     pub before: Option<serde_json::Value>,
