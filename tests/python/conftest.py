@@ -147,8 +147,12 @@ class WispServer:
         return "\n".join(text.splitlines()[-lines:])
 
     def client(self, access_key=None, secret_key=None, validate=True, read_timeout=120):
-        """A boto3 Lambda client for this server (no retries, long read timeout)."""
-        return boto3.client(
+        """A boto3 Lambda client for this server (no retries, long read timeout).
+
+        Each client comes from its own session: boto3's default session is not thread-safe, and tests
+        create clients from many threads at once.
+        """
+        return boto3.session.Session().client(
             "lambda",
             endpoint_url=self.endpoint,
             region_name=REGION,

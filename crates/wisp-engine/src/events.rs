@@ -284,14 +284,7 @@ impl Engine {
                 ),
             ));
         }
-        if !request.payload.is_empty()
-            && serde_json::from_slice::<serde::de::IgnoredAny>(&request.payload).is_err()
-        {
-            return Err(ApiError::new(
-                ErrorCode::InvalidRequestContent,
-                "Could not parse request body into json: the payload is not valid JSON",
-            ));
-        }
+        crate::check_json(&request.payload)?;
         let qualifier = request
             .function
             .qualifier

@@ -123,6 +123,17 @@ impl Drop for Slot {
     }
 }
 
+/// An outcome stored earlier (an idempotent execution's, or a pure function's cached result).
+struct StoredAnswer {
+    version: String,
+    payload: Bytes,
+    error_type: Option<String>,
+    /// The request id of the run that produced it.
+    original_request_id: String,
+    idempotency_key: Option<String>,
+    memoized: bool,
+}
+
 /// One run of a function on an instance: what it answered, its record and its log text (not yet
 /// handed to the sinks, so the caller can add its own lines).
 struct Execution {
@@ -217,14 +228,7 @@ impl Engine {
                 ),
             ));
         }
-        if !request.payload.is_empty()
-            && serde_json::from_slice::<serde::de::IgnoredAny>(&request.payload).is_err()
-        {
-            return Err(ApiError::new(
-                ErrorCode::InvalidRequestContent,
-                "Could not parse request body into json: the payload is not valid JSON",
-            ));
-        }
+        check_json(&request.payload)?;
         let resolved = self
             .control
             .resolve(
@@ -372,40 +376,19 @@ impl Engine {
         entry: memo::MemoEntry,
     ) -> InvokeResponse {
         let payload = entry.result();
-        let record = InvocationRecord {
-            request_id: request_id.clone(),
-            account: resolved.account.0.clone(),
-            function_name: resolved.function_name.clone(),
-            version: entry.version.clone(),
-            invocation_type: "RequestResponse".to_string(),
-            status: InvocationStatus::Succeeded,
-            error_type: None,
-            started_ms: instance::unix_ms(),
-            duration_us: 0,
-            billed_duration_ms: 0,
-            init_duration_us: None,
-            memory_size_mb: resolved.primary.config.memory_size,
-            max_memory_used_mb: 0,
-            cold_start: false,
-            attempts: 0,
-            enqueued_ms: None,
-            queue_delay_us: None,
-            result: None,
-            idempotency_key: None,
-            replay_of: Some(entry.request_id.clone()),
-            memoized: true,
-            memo_byte_seconds: None,
-        };
-        self.sinks.record(record, Some(payload.clone()));
-        InvokeResponse {
+        self.answer_stored(
+            resolved,
             request_id,
-            executed_version: entry.version,
-            payload,
-            function_error: None,
-            log_tail: None,
-            replay_of: Some(entry.request_id),
-            memoized: true,
-        }
+            "RequestResponse",
+            StoredAnswer {
+                version: entry.version,
+                payload,
+                error_type: None,
+                original_request_id: entry.request_id,
+                idempotency_key: None,
+                memoized: true,
+            },
+        )
     }
 
     /// Answers a duplicate of an idempotent call with the stored outcome, and records it (no run, no duration).
@@ -418,22 +401,41 @@ impl Engine {
         invocation_type: &str,
     ) -> InvokeResponse {
         let payload = stored.result();
-        let version = stored
-            .version
-            .clone()
-            .unwrap_or_else(|| "$LATEST".to_string());
+        self.answer_stored(
+            resolved,
+            request_id,
+            invocation_type,
+            StoredAnswer {
+                version: stored.version.unwrap_or_else(|| "$LATEST".to_string()),
+                payload,
+                error_type: stored.error_type,
+                original_request_id: stored.request_id,
+                idempotency_key: Some(key),
+                memoized: false,
+            },
+        )
+    }
+
+    /// Answers a call with an outcome stored earlier, and records the call: nothing ran, nothing is billed.
+    fn answer_stored(
+        &self,
+        resolved: &Resolved,
+        request_id: String,
+        invocation_type: &str,
+        answer: StoredAnswer,
+    ) -> InvokeResponse {
         let record = InvocationRecord {
             request_id: request_id.clone(),
             account: resolved.account.0.clone(),
             function_name: resolved.function_name.clone(),
-            version: version.clone(),
+            version: answer.version.clone(),
             invocation_type: invocation_type.to_string(),
-            status: if stored.error_type.is_some() {
+            status: if answer.error_type.is_some() {
                 InvocationStatus::Failed
             } else {
                 InvocationStatus::Succeeded
             },
-            error_type: stored.error_type.clone(),
+            error_type: answer.error_type.clone(),
             started_ms: instance::unix_ms(),
             duration_us: 0,
             billed_duration_ms: 0,
@@ -445,20 +447,20 @@ impl Engine {
             enqueued_ms: None,
             queue_delay_us: None,
             result: None,
-            idempotency_key: Some(key),
-            replay_of: Some(stored.request_id.clone()),
-            memoized: false,
+            idempotency_key: answer.idempotency_key,
+            replay_of: Some(answer.original_request_id.clone()),
+            memoized: answer.memoized,
             memo_byte_seconds: None,
         };
-        self.sinks.record(record, Some(payload.clone()));
+        self.sinks.record(record, Some(answer.payload.clone()));
         InvokeResponse {
             request_id,
-            executed_version: version,
-            payload,
-            function_error: stored.error_type.map(|_| "Unhandled".to_string()),
+            executed_version: answer.version,
+            payload: answer.payload,
+            function_error: answer.error_type.map(|_| "Unhandled".to_string()),
             log_tail: None,
-            replay_of: Some(stored.request_id),
-            memoized: false,
+            replay_of: Some(answer.original_request_id),
+            memoized: answer.memoized,
         }
     }
 
@@ -1055,6 +1057,17 @@ pub fn tmp_size_mb(config: &FunctionConfiguration) -> u32 {
     } else {
         config.ephemeral_storage.size
     }
+}
+
+/// Refuses a payload that is not JSON (an empty one is taken as `{}`).
+fn check_json(payload: &[u8]) -> Result<(), ApiError> {
+    if !payload.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(payload).is_err() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequestContent,
+            "Could not parse request body into json: the payload is not valid JSON",
+        ));
+    }
+    Ok(())
 }
 
 /// A version 4 UUID from the thread's random generator: no system call per invocation.
