@@ -27,6 +27,7 @@ LISTENING = re.compile(r"wisp listening on (http://[^\s]+)")
 START_TIMEOUT_SECONDS = 60
 
 _build_lock = threading.Lock()
+_client_lock = threading.Lock()
 
 
 def wisp_binary():
@@ -149,24 +150,25 @@ class WispServer:
     def client(self, access_key=None, secret_key=None, validate=True, read_timeout=120):
         """A boto3 Lambda client for this server (no retries, long read timeout).
 
-        Each client comes from its own session: boto3's default session is not thread-safe, and tests
-        create clients from many threads at once.
+        Clients are made one at a time: boto3's default session is not thread-safe, and tests create
+        clients from many threads at once.
         """
-        return boto3.session.Session().client(
-            "lambda",
-            endpoint_url=self.endpoint,
-            region_name=REGION,
-            aws_access_key_id=access_key or self.access_key,
-            aws_secret_access_key=secret_key or self.secret_key,
-            config=Config(
-                # max_attempts counts retries; total_max_attempts=1 means no retry at all,
-                # so that a test sees the server's first answer.
-                retries={"total_max_attempts": 1},
-                read_timeout=read_timeout,
-                connect_timeout=10,
-                parameter_validation=validate,
-            ),
-        )
+        with _client_lock:
+            return boto3.client(
+                "lambda",
+                endpoint_url=self.endpoint,
+                region_name=REGION,
+                aws_access_key_id=access_key or self.access_key,
+                aws_secret_access_key=secret_key or self.secret_key,
+                config=Config(
+                    # max_attempts counts retries; total_max_attempts=1 means no retry at all,
+                    # so that a test sees the server's first answer.
+                    retries={"total_max_attempts": 1},
+                    read_timeout=read_timeout,
+                    connect_timeout=10,
+                    parameter_validation=validate,
+                ),
+            )
 
     def aws_cli_environment(self):
         """Environment for the aws CLI: this server's credentials file and region only."""
