@@ -544,6 +544,35 @@ async fn delete_concurrency(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// `X-Amz-Log-Type`: whether the caller wants the log tail.
+pub(crate) fn log_tail_wanted(headers: &HeaderMap) -> Result<bool, Failure> {
+    match headers.get("x-amz-log-type").map(|value| value.to_str()) {
+        None | Some(Ok("None")) => Ok(false),
+        Some(Ok("Tail")) => Ok(true),
+        Some(other) => Err(Failure(ApiError::invalid(format!(
+            "LogType {:?} must be None or Tail",
+            other.unwrap_or("(not text)")
+        )))),
+    }
+}
+
+/// `X-Amz-Client-Context`, decoded from base64 (the runtime receives JSON text).
+pub(crate) fn client_context(headers: &HeaderMap) -> Result<Option<String>, Failure> {
+    let Some(encoded) = headers.get("x-amz-client-context") else {
+        return Ok(None);
+    };
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.as_bytes())
+        .map_err(|_| {
+            Failure(ApiError::invalid(
+                "X-Amz-Client-Context must be base64-encoded JSON",
+            ))
+        })?;
+    Ok(Some(String::from_utf8(decoded).map_err(|_| {
+        Failure(ApiError::invalid("X-Amz-Client-Context must be UTF-8 JSON"))
+    })?))
+}
+
 async fn invoke(
     State(state): State<Arc<ApiState>>,
     Extension(Caller(account)): Extension<Caller>,
@@ -563,30 +592,8 @@ async fn invoke(
             ))));
         }
     };
-    let want_log_tail = match header("x-amz-log-type") {
-        None | Some("None") => false,
-        Some("Tail") => true,
-        Some(other) => {
-            return Err(Failure(ApiError::invalid(format!(
-                "LogType {other:?} must be None or Tail"
-            ))));
-        }
-    };
-    let client_context = match header("x-amz-client-context") {
-        None => None,
-        Some(encoded) => {
-            let decoded = base64::engine::general_purpose::STANDARD
-                .decode(encoded)
-                .map_err(|_| {
-                    Failure(ApiError::invalid(
-                        "X-Amz-Client-Context must be base64-encoded JSON",
-                    ))
-                })?;
-            Some(String::from_utf8(decoded).map_err(|_| {
-                Failure(ApiError::invalid("X-Amz-Client-Context must be UTF-8 JSON"))
-            })?)
-        }
-    };
+    let want_log_tail = log_tail_wanted(&headers)?;
+    let client_context = client_context(&headers)?;
     let function = FunctionRef::parse(&name)?;
     let request = InvokeRequest {
         account,

@@ -18,7 +18,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use wisp_engine::{InvocationType, InvokeRequest, StreamCompletion, StreamEvent};
-use wisp_types::{ApiError, FunctionRef, Qualifier, eventstream};
+use wisp_types::{ApiError, FunctionRef, eventstream};
 
 use crate::{ApiState, Caller, Failure};
 
@@ -43,34 +43,9 @@ pub(crate) async fn invoke_with_response_stream(
             ))));
         }
     };
-    let want_log_tail = match header("x-amz-log-type") {
-        None | Some("None") => false,
-        Some("Tail") => true,
-        Some(other) => {
-            return Err(Failure(ApiError::invalid(format!(
-                "LogType {other:?} must be None or Tail"
-            ))));
-        }
-    };
-    let client_context = match header("x-amz-client-context") {
-        None => None,
-        Some(encoded) => {
-            let decoded = base64::engine::general_purpose::STANDARD
-                .decode(encoded)
-                .map_err(|_| {
-                    Failure(ApiError::invalid(
-                        "X-Amz-Client-Context must be base64-encoded JSON",
-                    ))
-                })?;
-            Some(String::from_utf8(decoded).map_err(|_| {
-                Failure(ApiError::invalid("X-Amz-Client-Context must be UTF-8 JSON"))
-            })?)
-        }
-    };
-    let qualifier = params
-        .get("Qualifier")
-        .map(|text| Qualifier::parse(text))
-        .transpose()?;
+    let want_log_tail = crate::lambda::log_tail_wanted(&headers)?;
+    let client_context = crate::lambda::client_context(&headers)?;
+    let qualifier = crate::lambda::query_qualifier(&params)?;
     let request = InvokeRequest {
         account,
         function: FunctionRef::parse(&name)?,
