@@ -69,6 +69,8 @@ impl Engine {
     }
 
     /// Caches a successful result in the background; returns its cost in byte-seconds.
+    /// The first result cached for an input stays until it expires: a run that raced it (started
+    /// before the cache held anything) does not replace it.
     pub(crate) fn memo_store(
         &self,
         resolved: &Resolved,
@@ -90,7 +92,7 @@ impl Engine {
         let kv = self.control.kv().clone();
         let ttl = Duration::from_secs(config.ttl_seconds as u64);
         tokio::spawn(async move {
-            if let Err(error) = kv.put(&key, bytes, Some(ttl)).await {
+            if let Err(error) = kv.put_if_absent(&key, bytes, Some(ttl)).await {
                 tracing::warn!(%error, key, "could not cache a pure function's result");
             }
         });
