@@ -12,6 +12,7 @@ mod lambda;
 mod layers;
 mod provisioned;
 mod receipts;
+mod signature;
 mod streaming;
 mod wisp;
 
@@ -50,6 +51,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .merge(wisp::routes())
         .merge(receipts::routes())
         .merge(events::routes())
+        .merge(signature::routes())
         .fallback(unknown_route)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -96,6 +98,12 @@ impl IntoResponse for Failure {
         );
         if let Some(seconds) = error.retry_after_seconds {
             headers.insert("retry-after", HeaderValue::from(seconds));
+        }
+        if let Some(value) = error
+            .request_id
+            .and_then(|id| HeaderValue::from_str(&id).ok())
+        {
+            headers.insert("x-amzn-requestid", value);
         }
         response
     }

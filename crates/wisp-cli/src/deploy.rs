@@ -45,6 +45,13 @@ pub struct DeployArgs {
     /// function keeps its layers.
     #[arg(long = "layer", value_name = "ARN")]
     layers: Vec<String>,
+    /// A JSON Schema file (draft 2020-12) every event must match; sets the function's signature
+    /// together with --output-schema (a side not given is left unchecked).
+    #[arg(long, value_name = "FILE")]
+    input_schema: Option<PathBuf>,
+    /// A JSON Schema file every result must match.
+    #[arg(long, value_name = "FILE")]
+    output_schema: Option<PathBuf>,
 }
 
 /// The `wisp.toml` manifest; unknown keys are errors.
@@ -59,6 +66,9 @@ struct Manifest {
     #[serde(default)]
     environment: BTreeMap<String, String>,
     layers: Option<Vec<String>>,
+    /// Paths, relative to the directory, of the input and output JSON Schemas.
+    input_schema: Option<PathBuf>,
+    output_schema: Option<PathBuf>,
 }
 
 const MANIFEST: &str = "wisp.toml";
@@ -110,6 +120,19 @@ pub async fn deploy(client: &Client, args: DeployArgs) -> anyhow::Result<Value> 
     } else {
         Some(args.layers)
     };
+    let base = if metadata.is_dir() {
+        path.clone()
+    } else {
+        PathBuf::from(".")
+    };
+    let signature = read_signature(
+        args.input_schema
+            .or(manifest.input_schema.map(|file| base.join(file))),
+        args.output_schema
+            .or(manifest.output_schema.map(|file| base.join(file))),
+    )?;
+    // A version published by this deploy must carry the new signature: publish after setting it.
+    let publish_with_code = args.publish && signature.is_none();
     let zip_base64 = base64::engine::general_purpose::STANDARD.encode(&zip);
 
     let mut create = json!({
@@ -117,7 +140,7 @@ pub async fn deploy(client: &Client, args: DeployArgs) -> anyhow::Result<Value> 
         "Runtime": runtime,
         "Code": { "ZipFile": zip_base64 },
         "Environment": { "Variables": environment },
-        "Publish": args.publish,
+        "Publish": publish_with_code,
     });
     for (key, value) in [
         ("Handler", handler.clone().map(Value::from)),
@@ -140,7 +163,15 @@ pub async fn deploy(client: &Client, args: DeployArgs) -> anyhow::Result<Value> 
         )
         .await?;
     if reply.status == 201 {
-        return reply.json();
+        let created = reply.json()?;
+        return finish(
+            client,
+            &name,
+            signature,
+            args.publish && !publish_with_code,
+            created,
+        )
+        .await;
     }
     if reply.header("x-amzn-errortype") != Some("ResourceConflictException") {
         bail!("{}", reply.error_line());
@@ -166,12 +197,80 @@ pub async fn deploy(client: &Client, args: DeployArgs) -> anyhow::Result<Value> 
             Some(&update),
         )
         .await?;
-    let code = json!({ "ZipFile": create["Code"]["ZipFile"], "Publish": args.publish });
-    client
+    let code = json!({ "ZipFile": create["Code"]["ZipFile"], "Publish": publish_with_code });
+    let updated = client
         .call(
             Method::PUT,
             &format!("/2015-03-31/functions/{function}/code"),
             Some(&code),
+        )
+        .await?
+        .json()?;
+    finish(
+        client,
+        &name,
+        signature,
+        args.publish && !publish_with_code,
+        updated,
+    )
+    .await
+}
+
+/// The signature given by --input-schema / --output-schema (or the manifest), if any.
+pub(crate) fn read_signature(
+    input: Option<PathBuf>,
+    output: Option<PathBuf>,
+) -> anyhow::Result<Option<Value>> {
+    if input.is_none() && output.is_none() {
+        return Ok(None);
+    }
+    let mut signature = json!({});
+    for (side, file) in [("Input", input), ("Output", output)] {
+        if let Some(file) = file {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let schema: Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", file.display()))?;
+            signature[side] = json!({ "JsonSchema": schema });
+        }
+    }
+    Ok(Some(signature))
+}
+
+/// Sets the signature, then publishes when that was held back for it; returns the configuration.
+async fn finish(
+    client: &Client,
+    name: &str,
+    signature: Option<Value>,
+    publish: bool,
+    config: Value,
+) -> anyhow::Result<Value> {
+    let Some(signature) = signature else {
+        return Ok(config);
+    };
+    let function = segment(name);
+    client
+        .call(
+            Method::PUT,
+            &format!("/wisp/v1/functions/{function}/signature"),
+            Some(&signature),
+        )
+        .await?;
+    if publish {
+        return client
+            .call(
+                Method::POST,
+                &format!("/2015-03-31/functions/{function}/versions"),
+                Some(&json!({})),
+            )
+            .await?
+            .json();
+    }
+    client
+        .call(
+            Method::GET,
+            &format!("/2015-03-31/functions/{function}/configuration"),
+            None,
         )
         .await?
         .json()

@@ -209,6 +209,22 @@ enum Command {
         #[arg(long)]
         off: bool,
     },
+    /// Show a function's signature (its input and output JSON Schemas), or set or remove that of $LATEST.
+    Signature {
+        function: String,
+        /// Show the signature of this version or alias instead of $LATEST.
+        #[arg(long, conflicts_with_all = ["input_schema", "output_schema", "clear"])]
+        qualifier: Option<String>,
+        /// A JSON Schema file every event must match (sets the signature; a side not given is unchecked).
+        #[arg(long, value_name = "FILE")]
+        input_schema: Option<std::path::PathBuf>,
+        /// A JSON Schema file every result must match.
+        #[arg(long, value_name = "FILE")]
+        output_schema: Option<std::path::PathBuf>,
+        /// Remove the signature of $LATEST (published versions keep theirs).
+        #[arg(long, conflicts_with_all = ["input_schema", "output_schema"])]
+        clear: bool,
+    },
     /// List a function's dead-letter log (async events that failed or expired), or send it again.
     Dlq {
         function: String,
@@ -591,10 +607,20 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             qualifier,
         } => {
             let mut path = format!("/2015-03-31/functions/{}", segment(&function));
+            let mut signature_path = format!("/wisp/v1/functions/{}/signature", segment(&function));
             if let Some(qualifier) = qualifier {
                 path.push_str(&format!("?Qualifier={}", segment(&qualifier)));
+                signature_path.push_str(&format!("?Qualifier={}", segment(&qualifier)));
             }
-            print(&client.call(Method::GET, &path, None).await?.json()?);
+            let mut shown = client.call(Method::GET, &path, None).await?.json()?;
+            let signature = client
+                .call(Method::GET, &signature_path, None)
+                .await?
+                .json()?;
+            if signature != json!({}) {
+                shown["Signature"] = signature;
+            }
+            print(&shown);
         }
         Command::Publish {
             function,
@@ -768,6 +794,31 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                     .json()?
             } else {
                 client.call(Method::GET, &base, None).await?.json()?
+            };
+            print(&shown);
+        }
+        Command::Signature {
+            function,
+            qualifier,
+            input_schema,
+            output_schema,
+            clear,
+        } => {
+            let base = format!("/wisp/v1/functions/{}/signature", segment(&function));
+            let shown = if clear {
+                client.call(Method::DELETE, &base, None).await?;
+                json!({})
+            } else if let Some(signature) = deploy::read_signature(input_schema, output_schema)? {
+                client
+                    .call(Method::PUT, &base, Some(&signature))
+                    .await?
+                    .json()?
+            } else {
+                let path = match qualifier {
+                    Some(qualifier) => format!("{base}?Qualifier={}", segment(&qualifier)),
+                    None => base,
+                };
+                client.call(Method::GET, &path, None).await?.json()?
             };
             print(&shown);
         }

@@ -19,6 +19,7 @@ pub mod memoization;
 pub mod provisioned;
 pub mod receipts;
 pub mod runtimes;
+pub mod signature;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -31,6 +32,7 @@ use wisp_types::*;
 pub use event_config::EventInvokeInput;
 pub use provisioned::ProvisionedTarget;
 pub use runtimes::{Interpreter, RuntimeCatalog, RuntimeFamily};
+pub use signature::{CompiledSignature, Side};
 
 /// Settings of the control plane.
 #[derive(Debug, Clone)]
@@ -114,6 +116,8 @@ pub struct Resolved {
     pub memoization: Option<Arc<MemoizationConfig>>,
     /// Whether each completed invocation gets a signed receipt (function or account switch).
     pub receipts: bool,
+    /// The compiled signatures of `primary` and `additional` (see [`Resolved::signature_of`]).
+    pub signatures: signature::Signatures,
 }
 
 impl Resolved {
@@ -404,6 +408,7 @@ impl ControlPlane {
                 config: config.clone(),
                 code_digest,
                 layer_digests,
+                signature: None,
             },
             last_published: 0,
             reserved_concurrency: None,
@@ -1297,6 +1302,10 @@ impl ControlPlane {
             .await?
             .map(Arc::new);
         let receipts = self.receipts_enabled(account, name).await?;
+        let signatures = signature::Signatures::of(
+            &primary,
+            additional.as_ref().map(|(version, _)| version.as_ref()),
+        )?;
         let resolved = Arc::new(Resolved {
             account: account.clone(),
             function_name: name.clone(),
@@ -1308,6 +1317,7 @@ impl ControlPlane {
             idempotency,
             memoization,
             receipts,
+            signatures,
         });
         let mut cache = self
             .resolved

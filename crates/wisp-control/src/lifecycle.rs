@@ -48,13 +48,14 @@ pub enum EventType {
     ReceiptsChanged,
     LayerVersionPublished,
     LayerVersionDeleted,
+    SignatureChanged,
     InstanceStarted,
     InstanceStopped,
 }
 
 impl EventType {
     /// Every type, in documentation order.
-    pub const ALL: [EventType; 19] = [
+    pub const ALL: [EventType; 20] = [
         EventType::FunctionCreated,
         EventType::FunctionCodeUpdated,
         EventType::FunctionConfigurationUpdated,
@@ -72,6 +73,7 @@ impl EventType {
         EventType::ReceiptsChanged,
         EventType::LayerVersionPublished,
         EventType::LayerVersionDeleted,
+        EventType::SignatureChanged,
         EventType::InstanceStarted,
         EventType::InstanceStopped,
     ];
@@ -110,6 +112,7 @@ impl EventType {
             EventType::ReceiptsChanged => "ReceiptsChanged",
             EventType::LayerVersionPublished => "LayerVersionPublished",
             EventType::LayerVersionDeleted => "LayerVersionDeleted",
+            EventType::SignatureChanged => "SignatureChanged",
             EventType::InstanceStarted => "InstanceStarted",
             EventType::InstanceStopped => "InstanceStopped",
         }

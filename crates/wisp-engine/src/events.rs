@@ -294,8 +294,10 @@ impl Engine {
             .control
             .resolve(&request.account, &request.function, request.qualifier)
             .await?;
+        let request_id = request_id().to_string();
+        self.check_input_all(&resolved, &request.payload, &request_id, "Event")?;
         let header = EventHeader {
-            request_id: request_id().to_string(),
+            request_id,
             qualifier: qualifier.map(|qualifier| qualifier.to_string()),
             enqueued_us: unix_us(),
             retries: 0,
@@ -1143,6 +1145,7 @@ async fn dispatch(engine: Weak<Engine>, queue: Arc<Queue>) {
                             idempotency: None,
                             memoization: None,
                             receipts: false,
+                            signatures: Default::default(),
                         };
                         engine
                             .fail(&queue, &resolved, &event, Condition::FunctionNotFound, None)
@@ -1316,6 +1319,7 @@ fn missing_version(function: &str) -> StoredVersion {
         },
         code_digest: String::new(),
         layer_digests: Vec::new(),
+        signature: None,
     }
 }
 

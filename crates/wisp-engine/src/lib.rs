@@ -12,6 +12,7 @@ pub mod instance;
 mod memo;
 pub mod provisioned;
 pub mod receipts;
+pub mod signature;
 pub mod sinks;
 pub mod streaming;
 
@@ -250,6 +251,13 @@ impl Engine {
                 memoized: false,
             });
         }
+        self.check_input(
+            &resolved,
+            &version,
+            &request.payload,
+            &request_id,
+            "RequestResponse",
+        )?;
         // A pure function's result for this input may be cached: then no instance is touched.
         if resolved.memoization.is_some()
             && let Some(entry) = self
@@ -576,6 +584,20 @@ impl Engine {
                 };
                 (status, Some(error_type), duration_us, false, payload)
             }
+        };
+        // A result that breaks the output type is not returned as it is (a streamed one has already gone).
+        let (status, error_type, payload) = match (&status, sink) {
+            (InvocationStatus::Succeeded, None) => {
+                match signature::output_violation(resolved, version, &payload) {
+                    Some(document) => (
+                        InvocationStatus::Failed,
+                        Some(signature::OUTPUT_VIOLATION.to_string()),
+                        document,
+                    ),
+                    None => (status, error_type, payload),
+                }
+            }
+            _ => (status, error_type, payload),
         };
         let record = InvocationRecord {
             request_id,

@@ -95,6 +95,13 @@ impl Engine {
                 },
             });
         }
+        self.check_input(
+            &resolved,
+            &version,
+            &request.payload,
+            &request_id,
+            "RequestResponse",
+        )?;
         let slot = self.acquire_slot(
             &resolved.account,
             &resolved.function_name,

@@ -85,6 +85,9 @@ pub struct StoredVersion {
     /// layer version keeps working for the functions that already use it, as on Lambda.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub layer_digests: Vec<String>,
+    /// The types of the event this version accepts and the result it returns (absent: unchecked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<crate::Signature>,
 }
 
 /// The mutable head of a function: `$LATEST` plus counters and settings that are not versioned.

@@ -24,6 +24,8 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     /// The same idempotency key was sent with a different payload.
     IdempotencyKeyMismatch,
+    /// The event does not match the function's input type.
+    InputSchemaViolation,
     Service,
 }
 
@@ -47,6 +49,7 @@ impl ErrorCode {
             ErrorCode::PreconditionFailed => "PreconditionFailedException",
             ErrorCode::UnsupportedMediaType => "UnsupportedMediaTypeException",
             ErrorCode::IdempotencyKeyMismatch => "IdempotencyKeyMismatchException",
+            ErrorCode::InputSchemaViolation => "InputSchemaViolationException",
             ErrorCode::Service => "ServiceException",
         }
     }
@@ -55,7 +58,9 @@ impl ErrorCode {
         match self {
             ErrorCode::ResourceNotFound | ErrorCode::ProvisionedConcurrencyConfigNotFound => 404,
             ErrorCode::ResourceConflict => 409,
-            ErrorCode::InvalidParameterValue | ErrorCode::InvalidRequestContent => 400,
+            ErrorCode::InvalidParameterValue
+            | ErrorCode::InvalidRequestContent
+            | ErrorCode::InputSchemaViolation => 400,
             ErrorCode::CodeStorageExceeded => 400,
             ErrorCode::RequestTooLarge => 413,
             ErrorCode::TooManyRequests => 429,
@@ -85,6 +90,8 @@ pub struct ApiError {
     pub reason: Option<&'static str>,
     /// For throttling: seconds to wait, sent as `Retry-After`.
     pub retry_after_seconds: Option<u32>,
+    /// The request id of an invocation the error was recorded under, sent as `x-amzn-RequestId`.
+    pub request_id: Option<String>,
 }
 
 impl ApiError {
@@ -94,6 +101,7 @@ impl ApiError {
             message: message.into(),
             reason: None,
             retry_after_seconds: None,
+            request_id: None,
         }
     }
 
@@ -119,7 +127,14 @@ impl ApiError {
             message: message.into(),
             reason: Some(reason),
             retry_after_seconds: Some(1),
+            request_id: None,
         }
+    }
+
+    /// The same error, answered under an invocation's request id.
+    pub fn with_request_id(mut self, request_id: impl Into<String>) -> ApiError {
+        self.request_id = Some(request_id.into());
+        self
     }
 }
 

@@ -9,9 +9,11 @@ pub mod eventstream;
 pub mod invocation;
 pub mod names;
 pub mod receipt;
+pub mod signature;
 pub mod sigv4;
 
 pub use config::*;
 pub use error::{ApiError, ErrorCode};
 pub use invocation::*;
 pub use names::*;
+pub use signature::{Signature, TypeSpec, Violation};

@@ -1,0 +1,93 @@
+//! `/wisp/v1/functions/{name}/signature`: the input and output types of `$LATEST` (PUT, DELETE) or of
+//! any version or alias (GET with `?Qualifier=`).
+//!
+//! The body is `{"Input": {"JsonSchema": {...}}, "Output": {"JsonSchema": {...}}}`, either side optional;
+//! `?RevisionId=` makes a PUT or DELETE conditional on `$LATEST`'s current revision.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::get;
+use wisp_types::{ApiError, FunctionRef, Signature};
+
+use crate::lambda::query_qualifier;
+use crate::{ApiState, Caller, Failure, json_response};
+
+pub fn routes() -> Router<Arc<ApiState>> {
+    Router::new().route(
+        "/wisp/v1/functions/{name}/signature",
+        get(get_signature)
+            .put(put_signature)
+            .delete(delete_signature),
+    )
+}
+
+async fn put_signature(
+    State(state): State<Arc<ApiState>>,
+    Extension(Caller(account)): Extension<Caller>,
+    Path(name): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Result<Response, Failure> {
+    let function = FunctionRef::parse(&name)?;
+    let signature: Signature = serde_json::from_slice(&body).map_err(|error| {
+        Failure(ApiError::invalid(format!(
+            "the signature is not valid (expected {{\"Input\": {{\"JsonSchema\": {{...}}}}, \"Output\": {{\"JsonSchema\": {{...}}}}}}): {error}"
+        )))
+    })?;
+    let stored = state
+        .control
+        .put_signature(
+            &account,
+            &function.name,
+            signature,
+            params.get("RevisionId").cloned(),
+        )
+        .await?;
+    Ok(json_response(StatusCode::OK, &stored.unwrap_or_default()))
+}
+
+async fn get_signature(
+    State(state): State<Arc<ApiState>>,
+    Extension(Caller(account)): Extension<Caller>,
+    Path(name): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, Failure> {
+    let function = FunctionRef::parse(&name)?;
+    let qualifier = query_qualifier(&params)?.or(function.qualifier.clone());
+    let signature = state
+        .control
+        .get_signature(&account, &function.name, qualifier)
+        .await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &signature.unwrap_or_default(),
+    ))
+}
+
+async fn delete_signature(
+    State(state): State<Arc<ApiState>>,
+    Extension(Caller(account)): Extension<Caller>,
+    Path(name): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, Failure> {
+    let function = FunctionRef::parse(&name)?;
+    state
+        .control
+        .put_signature(
+            &account,
+            &function.name,
+            Signature::default(),
+            params.get("RevisionId").cloned(),
+        )
+        .await?;
+    Ok(Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .body(axum::body::Body::empty())
+        .expect("a static response"))
+}
