@@ -196,3 +196,95 @@ def test_the_cli_deploys_with_schemas_and_shows_them(wisp, lambda_client, tmp_pa
     assert body["total"] == 2, "without a signature $LATEST takes any event"
     refused = wisp.wisp_cli("invoke", name, "--qualifier", "1", "--payload", '{"quantity": "x"}', check=False)
     assert refused.returncode != 0 and "InputSchemaViolationException" in refused.stderr + refused.stdout
+
+
+# What a destination of a typed function receives: Lambda's invocation record with the source's types inside.
+RECEIPT_TAKER = {
+    "type": "object",
+    "required": ["requestPayload", "responsePayload"],
+    "properties": {
+        "requestPayload": {"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}}},
+        "responsePayload": {"type": "object", "required": ["total"], "properties": {"total": {"type": "number"}}},
+    },
+}
+
+
+def make(client, name, source=HANDLER):
+    client.create_function(FunctionName=name, Runtime=PYTHON_RUNTIME, Role=ROLE, Handler="handler.handler", Code={"ZipFile": python_zip(source)})
+    wait_until_ready(client, name)
+    return client.get_function_configuration(FunctionName=name)["FunctionArn"]
+
+
+def test_a_destination_that_accepts_the_records_can_be_wired_and_receives_them(wisp, lambda_client, typed_function):
+    taker = unique_name("taker")
+    taker_arn = make(lambda_client, taker, "def handler(event, context):\n    print('GOT', event['responsePayload']['total'])\n    return event['responsePayload']\n")
+    put_signature(wisp, taker, {"Input": {"JsonSchema": RECEIPT_TAKER}})
+    lambda_client.put_function_event_invoke_config(FunctionName=typed_function, DestinationConfig={"OnSuccess": {"Destination": taker_arn}})
+    lambda_client.invoke(FunctionName=typed_function, InvocationType="Event", Payload=json.dumps({"id": "wired", "quantity": 21}))
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        status, _, body = signed_request(wisp, "GET", "/wisp/v1/functions/%s/logs" % taker)
+        if status == 200 and b"GOT 42" in body:
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError("the destination never received the record: %r" % body)
+    lambda_client.delete_function_event_invoke_config(FunctionName=typed_function)
+
+
+def test_a_destination_that_would_refuse_the_records_is_refused_with_the_path(wisp, lambda_client, typed_function):
+    picky = unique_name("picky")
+    picky_arn = make(lambda_client, picky)
+    wants_text = json.loads(json.dumps(RECEIPT_TAKER))
+    wants_text["properties"]["responsePayload"]["properties"]["total"] = {"type": "string"}
+    put_signature(wisp, picky, {"Input": {"JsonSchema": wants_text}})
+    response = expect_error(
+        "InvalidParameterValueException", 400, lambda_client.put_function_event_invoke_config, FunctionName=typed_function, DestinationConfig={"OnSuccess": {"Destination": picky_arn}}
+    )
+    message = response["Error"]["Message"]
+    assert "/responsePayload/total" in message and "expected string" in message and "found integer" in message, message
+    # A failure destination gets no responsePayload guarantee, so a taker that requires one is refused too.
+    response = expect_error(
+        "InvalidParameterValueException", 400, lambda_client.put_function_event_invoke_config, FunctionName=typed_function, DestinationConfig={"OnFailure": {"Destination": picky_arn}}
+    )
+    assert "/responsePayload" in response["Error"]["Message"]
+
+
+def test_an_untyped_source_cannot_feed_a_typed_destination(wisp, lambda_client):
+    loose = unique_name("loose")
+    make(lambda_client, loose)
+    strict = unique_name("strict")
+    strict_arn = make(lambda_client, strict)
+    put_signature(wisp, strict, {"Input": {"JsonSchema": RECEIPT_TAKER}})
+    response = expect_error("InvalidParameterValueException", 400, lambda_client.put_function_event_invoke_config, FunctionName=loose, DestinationConfig={"OnSuccess": {"Destination": strict_arn}})
+    assert "/requestPayload" in response["Error"]["Message"] and "any JSON value" in response["Error"]["Message"]
+    # An untyped destination takes anything.
+    anything_arn = make(lambda_client, unique_name("anything"))
+    lambda_client.put_function_event_invoke_config(FunctionName=loose, DestinationConfig={"OnSuccess": {"Destination": anything_arn}})
+
+
+def test_wisp_check_finds_wiring_a_later_change_broke(server_factory):
+    server = server_factory("wiring")
+    client = server.client()
+    source = unique_name("source")
+    make(client, source)
+    put_signature(server, source, {"Input": {"JsonSchema": ORDER}, "Output": {"JsonSchema": TOTAL}})
+    taker = unique_name("taker")
+    taker_arn = make(client, taker)
+    put_signature(server, taker, {"Input": {"JsonSchema": RECEIPT_TAKER}})
+    client.put_function_event_invoke_config(FunctionName=source, DestinationConfig={"OnSuccess": {"Destination": taker_arn}})
+    clean = server.wisp_cli("check")
+    assert clean.returncode == 0 and "1 wiring(s) checked, 0 broken" in clean.stdout, clean.stdout
+    # The source's output changes so that `total` becomes a string: the wiring is now broken.
+    put_signature(server, source, {"Input": {"JsonSchema": ORDER}, "Output": {"JsonSchema": {"type": "object", "required": ["total"], "properties": {"total": {"type": "string"}}}}})
+    broken = server.wisp_cli("check", check=False)
+    assert broken.returncode == 1, broken.stdout + broken.stderr
+    assert "BROKEN" in broken.stdout and "/responsePayload/total" in broken.stdout, broken.stdout
+    report = json.loads(server.wisp_cli("--output", "json", "check", check=False).stdout)
+    assert report["Problems"] == 1 and report["Wirings"][0]["Kind"] == "OnSuccess destination"
+    # A deleted target is broken wiring too.
+    put_signature(server, source, {"Input": {"JsonSchema": ORDER}, "Output": {"JsonSchema": TOTAL}})
+    assert server.wisp_cli("check").returncode == 0
+    client.delete_function(FunctionName=taker)
+    gone = server.wisp_cli("check", check=False)
+    assert gone.returncode == 1 and "does not exist" in gone.stdout, gone.stdout

@@ -1,3 +1,4 @@
+//! `/wisp/v1/check` (every wiring of the account, checked again) and
 //! `/wisp/v1/functions/{name}/signature`: the input and output types of `$LATEST` (PUT, DELETE) or of
 //! any version or alias (GET with `?Qualifier=`).
 //!
@@ -19,12 +20,23 @@ use crate::lambda::query_qualifier;
 use crate::{ApiState, Caller, Failure, json_response};
 
 pub fn routes() -> Router<Arc<ApiState>> {
-    Router::new().route(
-        "/wisp/v1/functions/{name}/signature",
-        get(get_signature)
-            .put(put_signature)
-            .delete(delete_signature),
-    )
+    Router::new()
+        .route(
+            "/wisp/v1/functions/{name}/signature",
+            get(get_signature)
+                .put(put_signature)
+                .delete(delete_signature),
+        )
+        .route("/wisp/v1/check", get(check))
+}
+
+/// Every wiring of the caller's account, checked again (`wisp check`).
+async fn check(
+    State(state): State<Arc<ApiState>>,
+    Extension(Caller(account)): Extension<Caller>,
+) -> Result<Response, Failure> {
+    let report = state.control.check_wiring(&account).await?;
+    Ok(json_response(StatusCode::OK, &report))
 }
 
 async fn put_signature(

@@ -18,7 +18,7 @@ use crate::{api, connect, invoke_path, percentile, send, us};
 const IDEMPOTENT: &str = "bench-idempotent";
 const PURE: &str = "bench-pure";
 
-async fn timed(
+pub(crate) async fn timed(
     addr: SocketAddr,
     path: &str,
     requests: usize,

@@ -8,13 +8,15 @@
 //! 4. async invocations: durable enqueue rate against one fsync per event, end-to-end async throughput,
 //!    and enqueue-to-start latency ([`asynchronous`]);
 //! 5. idempotent invokes (first execution and replay) and memoized ones against plain warm invokes
-//!    ([`idempotency`]).
+//!    ([`idempotency`]);
+//! 6. invokes checked against a 20-field input schema against the same function without one ([`signatures`]).
 //!
 //! Everything runs on loopback; every loop is bounded by a count or a deadline. The server is
 //! started on a free port with a fresh data directory and stopped at the end.
 
 mod asynchronous;
 mod idempotency;
+mod signatures;
 
 use std::io::{BufRead, BufReader, Write as _};
 use std::net::SocketAddr;
@@ -74,7 +76,7 @@ struct Cli {
     /// Events sent one at a time to measure enqueue-to-start latency.
     #[arg(long, default_value_t = 500)]
     latency_events: usize,
-    /// Skip sections: any of latency, cold, throughput, async, idempotency.
+    /// Skip sections: any of latency, cold, throughput, async, idempotency, signatures.
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
     #[command(subcommand)]
@@ -842,6 +844,9 @@ async fn sections(
     }
     if !skip("idempotency") {
         idempotency::section(cli, wisp_addr, &noop_zip).await?;
+    }
+    if !skip("signatures") {
+        signatures::section(cli, wisp_addr, &noop_zip).await?;
     }
     Ok(())
 }

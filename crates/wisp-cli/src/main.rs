@@ -225,6 +225,8 @@ enum Command {
         #[arg(long, conflicts_with_all = ["input_schema", "output_schema"])]
         clear: bool,
     },
+    /// Check every wiring of the account (destinations) again; exits 1 if any is broken.
+    Check,
     /// List a function's dead-letter log (async events that failed or expired), or send it again.
     Dlq {
         function: String,
@@ -821,6 +823,37 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 client.call(Method::GET, &path, None).await?.json()?
             };
             print(&shown);
+        }
+        Command::Check => {
+            let report = client
+                .call(Method::GET, "/wisp/v1/check", None)
+                .await?
+                .json()?;
+            if json_output {
+                print(&report);
+            } else {
+                let wirings = report["Wirings"].as_array().cloned().unwrap_or_default();
+                for wiring in &wirings {
+                    let verdict = match wiring["Problem"].as_str() {
+                        Some(problem) => format!("BROKEN: {problem}"),
+                        None => "ok".to_string(),
+                    };
+                    println!(
+                        "{} -> {} ({}): {verdict}",
+                        wiring["Source"].as_str().unwrap_or("?"),
+                        wiring["Target"].as_str().unwrap_or("?"),
+                        wiring["Kind"].as_str().unwrap_or("?"),
+                    );
+                }
+                println!(
+                    "{} wiring(s) checked, {} broken",
+                    wirings.len(),
+                    report["Problems"]
+                );
+            }
+            if report["Problems"].as_u64().unwrap_or(0) > 0 {
+                std::process::exit(1);
+            }
         }
         Command::Dlq {
             function,

@@ -45,12 +45,16 @@ impl ControlPlane {
             input.maximum_event_age_in_seconds,
         )?;
         if let Some(destinations) = &input.destination_config {
+            let source = self
+                .get_signature(account, name, Some(qualifier.clone()))
+                .await?;
             for (which, target) in [
                 ("OnSuccess", &destinations.on_success.destination),
                 ("OnFailure", &destinations.on_failure.destination),
             ] {
                 if let Some(target) = target {
-                    self.check_destination(account, name, which, target).await?;
+                    self.check_destination(account, name, which, target, source.as_ref())
+                        .await?;
                 }
             }
         }
@@ -211,12 +215,13 @@ impl ControlPlane {
         }
     }
 
-    async fn check_destination(
+    pub(crate) async fn check_destination(
         &self,
         account: &AccountId,
         name: &str,
         which: &str,
         target: &str,
+        source: Option<&Signature>,
     ) -> Result<(), ApiError> {
         let service = target.split(':').nth(2).unwrap_or_default();
         if !target.starts_with("arn:") || service.is_empty() {
@@ -262,6 +267,84 @@ impl ControlPlane {
                     error
                 }
             })?;
+        // What the destination receives must be what it accepts.
+        let accepted = self
+            .get_signature(account, &reference.name, reference.qualifier.clone())
+            .await?
+            .and_then(|signature| signature.input);
+        if let Some(TypeSpec::JsonSchema(accepted)) = accepted {
+            let produced = destination_event_schema(source, which == "OnSuccess");
+            let mismatches = crate::compat::check(&produced, &accepted);
+            if !mismatches.is_empty() {
+                let shown: Vec<String> = mismatches.iter().map(ToString::to_string).collect();
+                return Err(ApiError::invalid(format!(
+                    "DestinationConfig.{which}.Destination {target:?} does not accept the invocation records {name} sends it: {}; hint: widen its input schema or change {name}'s signature",
+                    shown.join("; ")
+                )));
+            }
+        }
         Ok(())
     }
+}
+
+/// The JSON Schema of the invocation record a destination receives (Lambda's shape), with the source's
+/// input and output types in `requestPayload` and `responsePayload` (any value where it has none).
+pub fn destination_event_schema(source: Option<&Signature>, on_success: bool) -> serde_json::Value {
+    use serde_json::json;
+    let side = |spec: Option<&TypeSpec>| match spec {
+        Some(TypeSpec::JsonSchema(schema)) => schema.clone(),
+        None => json!({}),
+    };
+    let request = side(source.and_then(|signature| signature.input.as_ref()));
+    // A failure's response is the error document (or nothing, when the event expired unrun).
+    let response = if on_success {
+        side(source.and_then(|signature| signature.output.as_ref()))
+    } else {
+        json!({})
+    };
+    let mut response_context = json!({
+        "type": "object",
+        "required": ["statusCode", "executedVersion"],
+        "properties": {
+            "statusCode": { "type": "integer" },
+            "executedVersion": { "type": "string" },
+            "functionError": { "type": "string" },
+        },
+        "additionalProperties": false,
+    });
+    let mut required = vec!["version", "timestamp", "requestContext", "requestPayload"];
+    if on_success {
+        required.extend(["responseContext", "responsePayload"]);
+        response_context["properties"]
+            .as_object_mut()
+            .expect("an object")
+            .remove("functionError");
+    }
+    json!({
+        "type": "object",
+        "required": required,
+        "properties": {
+            "version": { "type": "string" },
+            "timestamp": { "type": "string" },
+            "requestContext": {
+                "type": "object",
+                "required": ["requestId", "functionArn", "condition", "approximateInvokeCount"],
+                "properties": {
+                    "requestId": { "type": "string" },
+                    "functionArn": { "type": "string" },
+                    "condition": if on_success {
+                        json!({ "const": "Success" })
+                    } else {
+                        json!({ "enum": ["RetriesExhausted", "EventAgeExceeded", "FunctionNotFound", "DeliveryLimitExceeded", "IdempotencyKeyMismatch"] })
+                    },
+                    "approximateInvokeCount": { "type": "integer" },
+                },
+                "additionalProperties": false,
+            },
+            "requestPayload": request,
+            "responseContext": response_context,
+            "responsePayload": response,
+        },
+        "additionalProperties": false,
+    })
 }

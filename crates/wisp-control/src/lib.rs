@@ -11,6 +11,7 @@
 //! `pc/{account}/{name}/{qualifier}` → [`StoredProvisionedConcurrency`] (see [`provisioned`]),
 //! `layer/…` and `layerver/…` → layers and their versions (see [`layers`]).
 
+pub mod compat;
 pub mod event_config;
 pub mod idempotency;
 pub mod layers;
@@ -20,6 +21,7 @@ pub mod provisioned;
 pub mod receipts;
 pub mod runtimes;
 pub mod signature;
+pub mod wiring;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
