@@ -250,6 +250,29 @@ async function loadModule(taskRoot, moduleSpec) {
   return require(resolved);
 }
 
+// The handler a routed event goes to (the `wisp-handler` header), loaded on first use; undefined when
+// it cannot be loaded (the invocation has then failed with the reason).
+async function routedHandler(client, routed, fallback, taskRoot, headers) {
+  const spec = headers['wisp-handler'];
+  if (!spec) {
+    return fallback;
+  }
+  if (!routed.has(spec)) {
+    try {
+      routed.set(spec, await loadHandler(taskRoot, spec));
+    } catch (error) {
+      const requestId = headers['lambda-runtime-aws-request-id'];
+      const body = error instanceof InitFailure
+        ? { errorType: error.errorType, errorMessage: error.message, trace: [] }
+        : errorBody(error);
+      writeLog(`${new Date().toISOString()}\t${requestId}\tERROR\tInvoke Error \t${JSON.stringify(body)}`);
+      await client.postError(requestId, body, body.errorType);
+      return undefined;
+    }
+  }
+  return routed.get(spec);
+}
+
 async function loadHandler(taskRoot, handlerSpec) {
   const slash = handlerSpec.lastIndexOf('/');
   const directory = handlerSpec.slice(0, slash + 1);
@@ -551,9 +574,13 @@ async function main() {
     process.exit(1);
   }
 
+  const routed = new Map();
   for (;;) {
     const response = await client.nextInvocation();
-    await invoke(client, handler, response);
+    const chosen = await routedHandler(client, routed, handler, taskRoot, response.headers);
+    if (chosen !== undefined) {
+      await invoke(client, chosen, response);
+    }
   }
 }
 

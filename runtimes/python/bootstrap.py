@@ -439,6 +439,24 @@ def _invoke(client, handler, headers, body):
     client.post_response(request_id, payload.encode("utf-8"))
 
 
+def _routed_handler(client, routed, default, headers):
+    """The handler a routed event goes to (`Wisp-Handler`), imported on first use; None when it
+    cannot be loaded (the invocation has then failed with the reason)."""
+    spec = headers.get("wisp-handler")
+    if not spec:
+        return default
+    if spec not in routed:
+        try:
+            routed[spec] = load_handler(spec)
+        except InitFailure as failure:
+            request_id = headers.get("lambda-runtime-aws-request-id", "")
+            error = dict(failure.error, requestId=request_id)
+            _log_error(error)
+            client.post_error(request_id, error, error["errorType"])
+            return None
+    return routed[spec]
+
+
 def main():
     address = os.environ.get("AWS_LAMBDA_RUNTIME_API")
     if not address:
@@ -463,11 +481,14 @@ def main():
         return 1
     _install_logging_if_used()
 
+    routed = {}
     try:
         while True:
             headers, body = client.next_invocation()
             _install_logging_if_used()
-            _invoke(client, handler, headers, body)
+            chosen = _routed_handler(client, routed, handler, headers)
+            if chosen is not None:
+                _invoke(client, chosen, headers, body)
     except (RuntimeApiError, OSError) as error:
         # The server ended this instance (or went away): nothing is left to serve.
         sys.stderr.write("bootstrap: %s\n" % error)

@@ -1,4 +1,5 @@
-//! `/wisp/v1/check` (every wiring of the account, checked again) and
+//! `/wisp/v1/check` (every wiring of the account, checked again), `/wisp/v1/functions/{name}/routes`
+//! (`{"Routes": [...]}`, like the signature: set on `$LATEST`, read for any qualifier) and
 //! `/wisp/v1/functions/{name}/signature`: the input and output types of `$LATEST` (PUT, DELETE) or of
 //! any version or alias (GET with `?Qualifier=`).
 //!
@@ -14,7 +15,7 @@ use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
-use wisp_types::{ApiError, FunctionRef, Signature};
+use wisp_types::{ApiError, FunctionRef, Route, Signature};
 
 use crate::lambda::query_qualifier;
 use crate::{ApiState, Caller, Failure, json_response};
@@ -27,7 +28,79 @@ pub fn routes() -> Router<Arc<ApiState>> {
                 .put(put_signature)
                 .delete(delete_signature),
         )
+        .route(
+            "/wisp/v1/functions/{name}/routes",
+            get(get_routes).put(put_routes).delete(delete_routes),
+        )
         .route("/wisp/v1/check", get(check))
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct Routes {
+    routes: Vec<Route>,
+}
+
+async fn put_routes(
+    State(state): State<Arc<ApiState>>,
+    Extension(Caller(account)): Extension<Caller>,
+    Path(name): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Result<Response, Failure> {
+    let function = FunctionRef::parse(&name)?;
+    let Routes { routes } = serde_json::from_slice(&body).map_err(|error| {
+        Failure(ApiError::invalid(format!(
+            "the routes are not valid (expected {{\"Routes\": [{{\"Name\", \"Match\", \"Handler\", \"Signature\"?}}]}}): {error}"
+        )))
+    })?;
+    let routes = state
+        .control
+        .put_routes(
+            &account,
+            &function.name,
+            routes,
+            params.get("RevisionId").cloned(),
+        )
+        .await?;
+    Ok(json_response(StatusCode::OK, &Routes { routes }))
+}
+
+async fn get_routes(
+    State(state): State<Arc<ApiState>>,
+    Extension(Caller(account)): Extension<Caller>,
+    Path(name): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, Failure> {
+    let function = FunctionRef::parse(&name)?;
+    let qualifier = query_qualifier(&params)?.or(function.qualifier.clone());
+    let routes = state
+        .control
+        .get_routes(&account, &function.name, qualifier)
+        .await?;
+    Ok(json_response(StatusCode::OK, &Routes { routes }))
+}
+
+async fn delete_routes(
+    State(state): State<Arc<ApiState>>,
+    Extension(Caller(account)): Extension<Caller>,
+    Path(name): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, Failure> {
+    let function = FunctionRef::parse(&name)?;
+    state
+        .control
+        .put_routes(
+            &account,
+            &function.name,
+            Vec::new(),
+            params.get("RevisionId").cloned(),
+        )
+        .await?;
+    Ok(Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .body(axum::body::Body::empty())
+        .expect("a static response"))
 }
 
 /// Every wiring of the caller's account, checked again (`wisp check`).

@@ -227,14 +227,17 @@ pub(crate) fn read_signature(
     let mut signature = json!({});
     for (side, file) in [("Input", input), ("Output", output)] {
         if let Some(file) = file {
-            let text = std::fs::read_to_string(&file)
-                .with_context(|| format!("cannot read {}", file.display()))?;
-            let schema: Value = serde_json::from_str(&text)
-                .with_context(|| format!("{} is not JSON", file.display()))?;
-            signature[side] = json!({ "JsonSchema": schema });
+            signature[side] = json!({ "JsonSchema": read_json(&file)? });
         }
     }
     Ok(Some(signature))
+}
+
+/// A JSON file, with its name in any error.
+pub(crate) fn read_json(file: &Path) -> anyhow::Result<Value> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))
 }
 
 /// Sets the signature, then publishes when that was held back for it; returns the configuration.

@@ -225,6 +225,16 @@ enum Command {
         #[arg(long, conflicts_with_all = ["input_schema", "output_schema"])]
         clear: bool,
     },
+    /// Show a function's routes, or set (from a JSON file `{"Routes": [...]}`) or remove those of $LATEST.
+    Routes {
+        function: String,
+        #[arg(long, conflicts_with_all = ["file", "clear"])]
+        qualifier: Option<String>,
+        #[arg(long, value_name = "FILE")]
+        file: Option<std::path::PathBuf>,
+        #[arg(long, conflicts_with = "file")]
+        clear: bool,
+    },
     /// Check every wiring of the account (destinations) again; exits 1 if any is broken.
     Check,
     /// List a function's dead-letter log (async events that failed or expired), or send it again.
@@ -813,6 +823,31 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             } else if let Some(signature) = deploy::read_signature(input_schema, output_schema)? {
                 client
                     .call(Method::PUT, &base, Some(&signature))
+                    .await?
+                    .json()?
+            } else {
+                let path = match qualifier {
+                    Some(qualifier) => format!("{base}?Qualifier={}", segment(&qualifier)),
+                    None => base,
+                };
+                client.call(Method::GET, &path, None).await?.json()?
+            };
+            print(&shown);
+        }
+        Command::Routes {
+            function,
+            qualifier,
+            file,
+            clear,
+        } => {
+            let base = format!("/wisp/v1/functions/{}/routes", segment(&function));
+            let shown = if clear {
+                client.call(Method::DELETE, &base, None).await?;
+                json!({ "Routes": [] })
+            } else if let Some(file) = file {
+                let routes = deploy::read_json(&file)?;
+                client
+                    .call(Method::PUT, &base, Some(&routes))
                     .await?
                     .json()?
             } else {

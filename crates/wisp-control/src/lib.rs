@@ -34,7 +34,7 @@ use wisp_types::*;
 pub use event_config::EventInvokeInput;
 pub use provisioned::ProvisionedTarget;
 pub use runtimes::{Interpreter, RuntimeCatalog, RuntimeFamily};
-pub use signature::{CompiledSignature, Side};
+pub use signature::{CompiledRoute, CompiledSignature, Side, Typed};
 
 /// Settings of the control plane.
 #[derive(Debug, Clone)]
@@ -411,6 +411,7 @@ impl ControlPlane {
                 code_digest,
                 layer_digests,
                 signature: None,
+                routes: Vec::new(),
             },
             last_published: 0,
             reserved_concurrency: None,

@@ -49,13 +49,14 @@ pub enum EventType {
     LayerVersionPublished,
     LayerVersionDeleted,
     SignatureChanged,
+    RoutesChanged,
     InstanceStarted,
     InstanceStopped,
 }
 
 impl EventType {
     /// Every type, in documentation order.
-    pub const ALL: [EventType; 20] = [
+    pub const ALL: [EventType; 21] = [
         EventType::FunctionCreated,
         EventType::FunctionCodeUpdated,
         EventType::FunctionConfigurationUpdated,
@@ -74,6 +75,7 @@ impl EventType {
         EventType::LayerVersionPublished,
         EventType::LayerVersionDeleted,
         EventType::SignatureChanged,
+        EventType::RoutesChanged,
         EventType::InstanceStarted,
         EventType::InstanceStopped,
     ];
@@ -113,6 +115,7 @@ impl EventType {
             EventType::LayerVersionPublished => "LayerVersionPublished",
             EventType::LayerVersionDeleted => "LayerVersionDeleted",
             EventType::SignatureChanged => "SignatureChanged",
+            EventType::RoutesChanged => "RoutesChanged",
             EventType::InstanceStarted => "InstanceStarted",
             EventType::InstanceStopped => "InstanceStopped",
         }

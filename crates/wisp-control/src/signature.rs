@@ -70,31 +70,32 @@ impl CompiledSignature {
         }
     }
 
-    /// Checks a JSON document (already known to parse) against one side; empty when it conforms or
-    /// the side has no type. An empty body is checked as `{}`, which is what the function receives.
+    /// Checks a JSON document against one side; empty when it conforms or the side has no type.
+    /// An empty body is checked as `{}`, which is what the function receives.
     pub fn violations(&self, side: Side, document: &[u8]) -> Vec<Violation> {
+        if self.validator(side).is_none() {
+            return Vec::new();
+        }
+        match parse_event(document) {
+            Ok(value) => self.violations_of(side, &value),
+            Err(error) => vec![Violation {
+                pointer: String::new(),
+                rule: String::new(),
+                message: format!("not JSON: {error}"),
+            }],
+        }
+    }
+
+    /// [`CompiledSignature::violations`] of a parsed document.
+    pub fn violations_of(&self, side: Side, value: &serde_json::Value) -> Vec<Violation> {
         let Some(validator) = self.validator(side) else {
             return Vec::new();
         };
-        let value: serde_json::Value = if document.is_empty() {
-            serde_json::Value::Object(Default::default())
-        } else {
-            match serde_json::from_slice(document) {
-                Ok(value) => value,
-                Err(error) => {
-                    return vec![Violation {
-                        pointer: String::new(),
-                        rule: String::new(),
-                        message: format!("not JSON: {error}"),
-                    }];
-                }
-            }
-        };
-        if validator.is_valid(&value) {
+        if validator.is_valid(value) {
             return Vec::new();
         }
         validator
-            .iter_errors(&value)
+            .iter_errors(value)
             .take(MAX_VIOLATIONS + 1)
             .map(|error| Violation {
                 pointer: error.instance_path().to_string(),
@@ -103,6 +104,14 @@ impl CompiledSignature {
             })
             .collect()
     }
+}
+
+/// An event as the function sees it: an empty body is `{}`.
+pub fn parse_event(document: &[u8]) -> Result<serde_json::Value, serde_json::Error> {
+    if document.is_empty() {
+        return Ok(serde_json::Value::Object(Default::default()));
+    }
+    serde_json::from_slice(document)
 }
 
 /// One sentence naming the first violations of a document, e.g.
@@ -139,9 +148,95 @@ fn compile(spec: &TypeSpec, side: Side) -> Result<jsonschema::Validator, ApiErro
     }
 }
 
+/// One route with its signature compiled.
+#[derive(Debug)]
+pub struct CompiledRoute {
+    pub name: String,
+    pub rule: RouteMatch,
+    pub handler: String,
+    pub signature: Option<CompiledSignature>,
+}
+
+/// What a version declares about its events: its signature and its routes, compiled.
+#[derive(Debug)]
+pub struct Typed {
+    pub signature: Option<CompiledSignature>,
+    pub routes: Vec<CompiledRoute>,
+}
+
+impl Typed {
+    fn compile(version: &StoredVersion) -> Result<Option<Typed>, ApiError> {
+        if version.signature.is_none() && version.routes.is_empty() {
+            return Ok(None);
+        }
+        let signature = version
+            .signature
+            .as_ref()
+            .map(CompiledSignature::compile)
+            .transpose()?;
+        let routes = version
+            .routes
+            .iter()
+            .map(|route| {
+                Ok(CompiledRoute {
+                    name: route.name.clone(),
+                    rule: route.rule.clone(),
+                    handler: route.handler.clone(),
+                    signature: route
+                        .signature
+                        .as_ref()
+                        .map(CompiledSignature::compile)
+                        .transpose()?,
+                })
+            })
+            .collect::<Result<Vec<_>, ApiError>>()?;
+        Ok(Some(Typed { signature, routes }))
+    }
+
+    /// The first route an event matches: `Ok(None)` when the version has no routes, an error that
+    /// lists them when it has some and none matches.
+    pub fn route(&self, event: &serde_json::Value) -> Result<Option<&CompiledRoute>, ApiError> {
+        if self.routes.is_empty() {
+            return Ok(None);
+        }
+        if let Some(route) = self.routes.iter().find(|route| route.rule.matches(event)) {
+            return Ok(Some(route));
+        }
+        let listed: Vec<String> = self
+            .routes
+            .iter()
+            .map(|route| {
+                format!(
+                    "{} {} -> {}",
+                    route.name,
+                    serde_json::to_string(&route.rule).unwrap_or_default(),
+                    route.handler
+                )
+            })
+            .collect();
+        Err(ApiError::new(
+            ErrorCode::NoMatchingRoute,
+            format!(
+                "the event matches none of the function's routes: {}",
+                listed.join("; ")
+            ),
+        ))
+    }
+
+    /// The signature an event taking `route` is checked against: the route's, else the version's.
+    pub fn signature_for<'a>(
+        &'a self,
+        route: Option<&'a CompiledRoute>,
+    ) -> Option<&'a CompiledSignature> {
+        route
+            .and_then(|route| route.signature.as_ref())
+            .or(self.signature.as_ref())
+    }
+}
+
 impl Resolved {
-    /// The compiled signature of `version` (one this resolution picked), if it has one.
-    pub fn signature_of(&self, version: &Arc<StoredVersion>) -> Option<&CompiledSignature> {
+    /// The compiled signature and routes of `version` (one this resolution picked), if it has any.
+    pub fn typed_of(&self, version: &Arc<StoredVersion>) -> Option<&Typed> {
         if Arc::ptr_eq(version, &self.primary) {
             return self.signatures.0.as_deref();
         }
@@ -154,12 +249,9 @@ impl Resolved {
     }
 }
 
-/// The compiled signatures of a resolution's primary and additional versions.
+/// The compiled signatures and routes of a resolution's primary and additional versions.
 #[derive(Debug, Default)]
-pub struct Signatures(
-    pub(crate) Option<Arc<CompiledSignature>>,
-    pub(crate) Option<Arc<CompiledSignature>>,
-);
+pub struct Signatures(pub(crate) Option<Arc<Typed>>, pub(crate) Option<Arc<Typed>>);
 
 impl Signatures {
     pub(crate) fn of(
@@ -167,14 +259,11 @@ impl Signatures {
         additional: Option<&StoredVersion>,
     ) -> Result<Signatures, ApiError> {
         let compile_stored = |version: &StoredVersion| {
-            version
-                .signature
-                .as_ref()
-                .map(|signature| CompiledSignature::compile(signature).map(Arc::new))
-                .transpose()
+            Typed::compile(version)
+                .map(|typed| typed.map(Arc::new))
                 .map_err(|error| {
                     ApiError::internal(format!(
-                        "the stored signature of {} no longer compiles: {}",
+                        "the stored signature or routes of {} no longer compile: {}",
                         version.config.function_arn, error.message
                     ))
                 })
@@ -222,6 +311,57 @@ impl ControlPlane {
         Ok(signature)
     }
 
+    /// Sets the routes of `$LATEST` (empty removes them); published versions keep theirs.
+    pub async fn put_routes(
+        &self,
+        account: &AccountId,
+        name: &str,
+        routes: Vec<Route>,
+        revision_id: Option<String>,
+    ) -> Result<Vec<Route>, ApiError> {
+        validate_routes(&routes)?;
+        let mut before = Vec::new();
+        let config = self
+            .modify_function(account, name, |function| {
+                crate::check_revision(
+                    &function.latest.config.revision_id,
+                    revision_id.as_deref(),
+                    "function",
+                )?;
+                before = function.latest.routes.clone();
+                function.latest.routes = routes.clone();
+                crate::touch(&mut function.latest.config);
+                Ok(function.latest.config.clone())
+            })
+            .await?;
+        self.announce(
+            account,
+            lifecycle::EventType::RoutesChanged,
+            config.function_arn,
+            (!before.is_empty()).then(|| serde_json::json!({ "Routes": before })),
+            (!routes.is_empty()).then(|| serde_json::json!({ "Routes": routes })),
+        )
+        .await?;
+        Ok(routes)
+    }
+
+    /// The routes of `$LATEST` or of a published version or alias.
+    pub async fn get_routes(
+        &self,
+        account: &AccountId,
+        name: &str,
+        qualifier: Option<Qualifier>,
+    ) -> Result<Vec<Route>, ApiError> {
+        let reference = FunctionRef {
+            account: None,
+            region: None,
+            name: name.to_string(),
+            qualifier: None,
+        };
+        let resolved = self.resolve(account, &reference, qualifier).await?;
+        Ok(resolved.primary.routes.clone())
+    }
+
     /// The signature of `$LATEST` or of a published version (`None`: it has none).
     pub async fn get_signature(
         &self,
@@ -238,4 +378,46 @@ impl ControlPlane {
         let resolved = self.resolve(account, &reference, qualifier).await?;
         Ok(resolved.primary.signature.clone())
     }
+}
+
+/// Most routes a function may declare.
+pub const MAX_ROUTES: usize = 64;
+
+fn validate_routes(routes: &[Route]) -> Result<(), ApiError> {
+    if routes.len() > MAX_ROUTES {
+        return Err(ApiError::invalid(format!(
+            "{} routes given; a function has at most {MAX_ROUTES}",
+            routes.len()
+        )));
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for route in routes {
+        let name = &route.name;
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(ApiError::invalid(format!(
+                "route name {name:?} must be 1 to 64 letters, digits, - or _"
+            )));
+        }
+        if !names.insert(name.as_str()) {
+            return Err(ApiError::invalid(format!(
+                "route name {name:?} is used twice"
+            )));
+        }
+        route.rule.validate(name)?;
+        if route.handler.trim().is_empty() || route.handler.len() > 128 {
+            return Err(ApiError::invalid(format!(
+                "route {name:?}: Handler must be 1 to 128 characters"
+            )));
+        }
+        if let Some(signature) = &route.signature {
+            CompiledSignature::compile(signature)
+                .map_err(|error| ApiError::invalid(format!("route {name:?}: {}", error.message)))?;
+        }
+    }
+    Ok(())
 }

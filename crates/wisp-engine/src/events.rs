@@ -1320,6 +1320,7 @@ fn missing_version(function: &str) -> StoredVersion {
         code_digest: String::new(),
         layer_digests: Vec::new(),
         signature: None,
+        routes: Vec::new(),
     }
 }
 

@@ -529,7 +529,10 @@ impl Engine {
         } else {
             payload
         };
+        let route = signature::route_of(resolved, version, &payload);
+        let route_name = route.as_ref().map(|(name, _)| name.clone());
         let invocation = Invocation {
+            route,
             request_id: request_id.clone(),
             payload,
             deadline_ms: 0,
@@ -588,7 +591,12 @@ impl Engine {
         // A result that breaks the output type is not returned as it is (a streamed one has already gone).
         let (status, error_type, payload) = match (&status, sink) {
             (InvocationStatus::Succeeded, None) => {
-                match signature::output_violation(resolved, version, &payload) {
+                match signature::output_violation(
+                    resolved,
+                    version,
+                    route_name.as_deref(),
+                    &payload,
+                ) {
                     Some(document) => (
                         InvocationStatus::Failed,
                         Some(signature::OUTPUT_VIOLATION.to_string()),

@@ -13,7 +13,8 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use wisp_control::{Resolved, Side, signature::describe};
+use wisp_control::signature::{describe, parse_event};
+use wisp_control::{Resolved, Side};
 use wisp_types::*;
 
 use crate::{Engine, instance};
@@ -22,7 +23,8 @@ use crate::{Engine, instance};
 pub const OUTPUT_VIOLATION: &str = "Wisp.OutputSchemaViolation";
 
 impl Engine {
-    /// Refuses (and records) an input that breaks `version`'s input type.
+    /// Refuses (and records) an input that matches none of `version`'s routes or breaks the input type
+    /// of the route it takes (or of the version).
     pub(crate) fn check_input(
         &self,
         resolved: &Resolved,
@@ -31,22 +33,61 @@ impl Engine {
         request_id: &str,
         invocation_type: &str,
     ) -> Result<(), ApiError> {
-        let Some(signature) = resolved.signature_of(version) else {
+        let Some(typed) = resolved.typed_of(version) else {
             return Ok(());
         };
-        let violations = signature.violations(Side::Input, payload);
+        // The payload is known to be JSON (checked before), or empty.
+        let Ok(event) = parse_event(payload) else {
+            return Ok(());
+        };
+        let route = match typed.route(&event) {
+            Ok(route) => route,
+            Err(error) => {
+                let document = error_document(error.code.aws_name(), &error.message, None);
+                self.record_refusal(
+                    resolved,
+                    version,
+                    request_id,
+                    invocation_type,
+                    &error,
+                    document,
+                );
+                return Err(error.with_request_id(request_id));
+            }
+        };
+        let Some(signature) = typed.signature_for(route) else {
+            return Ok(());
+        };
+        let violations = signature.violations_of(Side::Input, &event);
         if violations.is_empty() {
             return Ok(());
         }
-        let message = describe(Side::Input, &violations);
-        let document = Bytes::from(
-            serde_json::json!({
-                "errorType": ErrorCode::InputSchemaViolation.aws_name(),
-                "errorMessage": message,
-                "violations": violations,
-            })
-            .to_string(),
+        let error = ApiError::new(
+            ErrorCode::InputSchemaViolation,
+            describe(Side::Input, &violations),
         );
+        let document = error_document(error.code.aws_name(), &error.message, Some(&violations));
+        self.record_refusal(
+            resolved,
+            version,
+            request_id,
+            invocation_type,
+            &error,
+            document,
+        );
+        Err(error.with_request_id(request_id))
+    }
+
+    /// Records a call refused before it ran: failed, nothing billed.
+    fn record_refusal(
+        &self,
+        resolved: &Resolved,
+        version: &Arc<StoredVersion>,
+        request_id: &str,
+        invocation_type: &str,
+        error: &ApiError,
+        document: Bytes,
+    ) {
         let record = InvocationRecord {
             request_id: request_id.to_string(),
             account: resolved.account.0.clone(),
@@ -54,7 +95,7 @@ impl Engine {
             version: version.config.version.clone(),
             invocation_type: invocation_type.to_string(),
             status: InvocationStatus::Failed,
-            error_type: Some(ErrorCode::InputSchemaViolation.aws_name().to_string()),
+            error_type: Some(error.code.aws_name().to_string()),
             started_ms: instance::unix_ms(),
             duration_us: 0,
             billed_duration_ms: 0,
@@ -72,7 +113,6 @@ impl Engine {
             memo_byte_seconds: None,
         };
         self.sinks.record(record, Some(document));
-        Err(ApiError::new(ErrorCode::InputSchemaViolation, message).with_request_id(request_id))
     }
 
     /// [`Engine::check_input`] against every version a resolution may pick.
@@ -97,13 +137,42 @@ impl Engine {
     }
 }
 
-/// The error document a successful result that breaks `version`'s output type is replaced with.
-pub(crate) fn output_violation(
+fn error_document(error_type: &str, message: &str, violations: Option<&[Violation]>) -> Bytes {
+    let mut document = serde_json::json!({ "errorType": error_type, "errorMessage": message });
+    if let Some(violations) = violations {
+        document["violations"] = serde_json::json!(violations);
+    }
+    Bytes::from(document.to_string())
+}
+
+/// The route an event of `version` takes, as (route name, handler), for the runtime. An event that
+/// matches no route never gets this far (it is refused by [`Engine::check_input`]), except one queued
+/// before the routes changed: it goes to the function's own handler.
+pub(crate) fn route_of(
     resolved: &Resolved,
     version: &Arc<StoredVersion>,
     payload: &[u8],
+) -> Option<(String, String)> {
+    let typed = resolved.typed_of(version)?;
+    if typed.routes.is_empty() {
+        return None;
+    }
+    let event = parse_event(payload).ok()?;
+    let route = typed.route(&event).ok()??;
+    Some((route.name.clone(), route.handler.clone()))
+}
+
+/// The error document a successful result that breaks the output type of the route it took (or of
+/// `version`) is replaced with.
+pub(crate) fn output_violation(
+    resolved: &Resolved,
+    version: &Arc<StoredVersion>,
+    route: Option<&str>,
+    payload: &[u8],
 ) -> Option<Bytes> {
-    let signature = resolved.signature_of(version)?;
+    let typed = resolved.typed_of(version)?;
+    let route = route.and_then(|name| typed.routes.iter().find(|route| route.name == name));
+    let signature = typed.signature_for(route)?;
     if !signature.has(Side::Output) {
         return None;
     }
@@ -111,12 +180,9 @@ pub(crate) fn output_violation(
     if violations.is_empty() {
         return None;
     }
-    Some(Bytes::from(
-        serde_json::json!({
-            "errorType": OUTPUT_VIOLATION,
-            "errorMessage": describe(Side::Output, &violations),
-            "violations": violations,
-        })
-        .to_string(),
+    Some(error_document(
+        OUTPUT_VIOLATION,
+        &describe(Side::Output, &violations),
+        Some(&violations),
     ))
 }

@@ -35,6 +35,8 @@ pub struct Invocation {
     pub trace_id: String,
     pub client_context: Option<String>,
     pub cognito_identity: Option<String>,
+    /// The route the event took, with the handler to call: sent as `Wisp-Route` and `Wisp-Handler`.
+    pub route: Option<(String, String)>,
 }
 
 /// What the runtime answered for one invocation.
@@ -259,6 +261,11 @@ async fn next_invocation(inner: &EndpointInner) -> Response<Body> {
     }
     if let Some(identity) = &invocation.cognito_identity {
         response = response.header("lambda-runtime-cognito-identity", identity);
+    }
+    if let Some((route, handler)) = &invocation.route {
+        response = response
+            .header("wisp-route", route)
+            .header("wisp-handler", handler);
     }
     response
         .body(Full::new(invocation.payload))

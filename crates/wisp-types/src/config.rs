@@ -88,6 +88,9 @@ pub struct StoredVersion {
     /// The types of the event this version accepts and the result it returns (absent: unchecked).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<crate::Signature>,
+    /// The version's entry points, tried in order; empty: every event goes to the function's handler.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<crate::Route>,
 }
 
 /// The mutable head of a function: `$LATEST` plus counters and settings that are not versioned.

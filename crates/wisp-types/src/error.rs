@@ -26,6 +26,8 @@ pub enum ErrorCode {
     IdempotencyKeyMismatch,
     /// The event does not match the function's input type.
     InputSchemaViolation,
+    /// The function has routes and the event matches none.
+    NoMatchingRoute,
     Service,
 }
 
@@ -50,6 +52,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => "UnsupportedMediaTypeException",
             ErrorCode::IdempotencyKeyMismatch => "IdempotencyKeyMismatchException",
             ErrorCode::InputSchemaViolation => "InputSchemaViolationException",
+            ErrorCode::NoMatchingRoute => "NoMatchingRouteException",
             ErrorCode::Service => "ServiceException",
         }
     }
@@ -60,7 +63,8 @@ impl ErrorCode {
             ErrorCode::ResourceConflict => 409,
             ErrorCode::InvalidParameterValue
             | ErrorCode::InvalidRequestContent
-            | ErrorCode::InputSchemaViolation => 400,
+            | ErrorCode::InputSchemaViolation
+            | ErrorCode::NoMatchingRoute => 400,
             ErrorCode::CodeStorageExceeded => 400,
             ErrorCode::RequestTooLarge => 413,
             ErrorCode::TooManyRequests => 429,

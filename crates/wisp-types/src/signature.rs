@@ -51,3 +51,206 @@ impl std::fmt::Display for Violation {
         write!(f, "at {at}: {} (rule {})", self.message, self.rule)
     }
 }
+
+/// One entry point of a function: events that match go to `handler`, checked against `signature`
+/// (or, when it has none, the function's own).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct Route {
+    /// Unique within the function: letters, digits, `-` and `_`, at most 64.
+    pub name: String,
+    #[serde(rename = "Match")]
+    pub rule: RouteMatch,
+    /// The handler the runtime calls, in the runtime's own form (`module.function`, `file.export`).
+    pub handler: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<Signature>,
+}
+
+/// What a route matches. Exactly one form:
+/// `{"Pointer": "/action", "Equals": "create"}`, `{"Pointer": "/action", "AnyOf": ["a", "b"]}`, or
+/// `{"HttpMethod": "POST", "HttpPath": "/orders/{id}"}` (API Gateway and function URL events; either part
+/// may be left out, `{name}` matches one path segment and a final `{name+}` the rest).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct RouteMatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pointer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub equals: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub any_of: Option<Vec<serde_json::Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_method: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_path: Option<String>,
+}
+
+impl RouteMatch {
+    /// Checks that the rule has exactly one form, completely.
+    pub fn validate(&self, route: &str) -> Result<(), crate::ApiError> {
+        let by_value = self.pointer.is_some() || self.equals.is_some() || self.any_of.is_some();
+        let by_http = self.http_method.is_some() || self.http_path.is_some();
+        let invalid = |what: &str| {
+            Err(crate::ApiError::invalid(format!(
+                "route {route:?}: {what}; a Match is {{\"Pointer\": \"/field\", \"Equals\": value}}, {{\"Pointer\": \"/field\", \"AnyOf\": [values]}} or {{\"HttpMethod\": \"POST\", \"HttpPath\": \"/path/{{id}}\"}}"
+            )))
+        };
+        match (by_value, by_http) {
+            (true, true) => invalid("Match mixes a value rule with an HTTP rule"),
+            (false, false) => invalid("Match is empty"),
+            (true, false) => {
+                let Some(pointer) = &self.pointer else {
+                    return invalid("Match needs a Pointer");
+                };
+                if !(pointer.is_empty() || pointer.starts_with('/')) {
+                    return invalid(&format!(
+                        "Pointer {pointer:?} is not a JSON pointer (it starts with /)"
+                    ));
+                }
+                match (&self.equals, &self.any_of) {
+                    (Some(_), None) => Ok(()),
+                    (None, Some(values)) if !values.is_empty() => Ok(()),
+                    (None, Some(_)) => invalid("AnyOf is empty"),
+                    (Some(_), Some(_)) => invalid("Match has both Equals and AnyOf"),
+                    (None, None) => invalid("Match needs Equals or AnyOf"),
+                }
+            }
+            (false, true) => match &self.http_path {
+                Some(path) if !path.starts_with('/') => {
+                    invalid(&format!("HttpPath {path:?} must start with /"))
+                }
+                _ => Ok(()),
+            },
+        }
+    }
+
+    /// Whether an event matches.
+    pub fn matches(&self, event: &serde_json::Value) -> bool {
+        if let Some(pointer) = &self.pointer {
+            let Some(found) = event.pointer(pointer) else {
+                return false;
+            };
+            return match (&self.equals, &self.any_of) {
+                (Some(expected), _) => found == expected,
+                (None, Some(values)) => values.contains(found),
+                (None, None) => false,
+            };
+        }
+        // API Gateway HTTP APIs and function URLs (payload 2.0), then REST APIs (1.0).
+        let method = event
+            .pointer("/requestContext/http/method")
+            .or_else(|| event.get("httpMethod"))
+            .and_then(serde_json::Value::as_str);
+        let path = event
+            .get("rawPath")
+            .or_else(|| event.get("path"))
+            .and_then(serde_json::Value::as_str);
+        if let Some(expected) = &self.http_method
+            && !method.is_some_and(|method| method.eq_ignore_ascii_case(expected))
+        {
+            return false;
+        }
+        match &self.http_path {
+            Some(pattern) => path.is_some_and(|path| path_matches(pattern, path)),
+            None => method.is_some(),
+        }
+    }
+}
+
+/// `/orders/{id}` matches `/orders/7`; a final `{rest+}` matches one or more remaining segments.
+fn path_matches(pattern: &str, path: &str) -> bool {
+    let mut wanted = pattern.trim_start_matches('/').split('/');
+    let mut given = path.trim_start_matches('/').split('/');
+    loop {
+        match (wanted.next(), given.next()) {
+            (None, None) => return true,
+            (Some(segment), Some(value)) if segment.starts_with('{') && segment.ends_with("+}") => {
+                return !value.is_empty() && wanted.next().is_none();
+            }
+            (Some(segment), Some(value)) if segment.starts_with('{') && segment.ends_with('}') => {
+                if value.is_empty() {
+                    return false;
+                }
+            }
+            (Some(segment), Some(value)) if segment == value => {}
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn rule(value: serde_json::Value) -> RouteMatch {
+        serde_json::from_value(value).expect("a rule")
+    }
+
+    #[test]
+    fn value_rules_match_by_pointer() {
+        let equals = rule(json!({"Pointer": "/action", "Equals": "create"}));
+        assert!(equals.matches(&json!({"action": "create"})));
+        assert!(!equals.matches(&json!({"action": "delete"})));
+        assert!(!equals.matches(&json!({})));
+        let any = rule(json!({"Pointer": "/order/kind", "AnyOf": ["a", 2]}));
+        assert!(any.matches(&json!({"order": {"kind": 2}})));
+        assert!(
+            !any.matches(&json!({"order": {"kind": "2"}})),
+            "values compare as JSON, 2 is not \"2\""
+        );
+    }
+
+    #[test]
+    fn http_rules_match_both_api_gateway_payloads() {
+        let get_order = rule(json!({"HttpMethod": "GET", "HttpPath": "/orders/{id}"}));
+        let v2 = json!({"rawPath": "/orders/17", "requestContext": {"http": {"method": "GET"}}});
+        let v1 = json!({"path": "/orders/17", "httpMethod": "get"});
+        assert!(get_order.matches(&v2) && get_order.matches(&v1));
+        assert!(!get_order.matches(
+            &json!({"rawPath": "/orders/17", "requestContext": {"http": {"method": "POST"}}})
+        ));
+        assert!(!get_order.matches(
+            &json!({"rawPath": "/orders", "requestContext": {"http": {"method": "GET"}}})
+        ));
+        assert!(!get_order.matches(
+            &json!({"rawPath": "/orders/17/lines", "requestContext": {"http": {"method": "GET"}}})
+        ));
+        let files = rule(json!({"HttpPath": "/files/{path+}"}));
+        assert!(files.matches(
+            &json!({"rawPath": "/files/a/b/c", "requestContext": {"http": {"method": "PUT"}}})
+        ));
+        assert!(!files.matches(
+            &json!({"rawPath": "/files/", "requestContext": {"http": {"method": "PUT"}}})
+        ));
+        assert!(
+            !files.matches(&json!({"action": "x"})),
+            "a non-HTTP event never matches an HTTP rule"
+        );
+    }
+
+    #[test]
+    fn malformed_rules_are_refused_with_the_route_name() {
+        for (value, words) in [
+            (json!({}), "Match is empty"),
+            (
+                json!({"Pointer": "/a", "HttpMethod": "GET", "Equals": 1}),
+                "mixes",
+            ),
+            (json!({"Pointer": "a", "Equals": 1}), "not a JSON pointer"),
+            (json!({"Pointer": "/a"}), "needs Equals or AnyOf"),
+            (json!({"Pointer": "/a", "AnyOf": []}), "AnyOf is empty"),
+            (json!({"Equals": 1}), "needs a Pointer"),
+            (json!({"HttpPath": "orders"}), "must start with /"),
+        ] {
+            let error = rule(value.clone()).validate("r1").expect_err("refused");
+            assert!(
+                error.message.contains(words) && error.message.contains("\"r1\""),
+                "{value}: {}",
+                error.message
+            );
+        }
+    }
+}
