@@ -604,6 +604,7 @@ async fn invoke(
         want_log_tail,
         client_context,
         idempotency_key: header("idempotency-key").map(str::to_string),
+        skip_hooks: false,
     };
     if invocation_type == InvocationType::Event {
         // Answered only once the event is durable; it runs later, from its function's queue.

@@ -15,7 +15,7 @@ use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
-use wisp_types::{ApiError, FunctionRef, Route, Signature};
+use wisp_types::{ApiError, FunctionRef, HooksConfig, Route, Signature};
 
 use crate::lambda::query_qualifier;
 use crate::{ApiState, Caller, Failure, json_response};
@@ -32,7 +32,54 @@ pub fn routes() -> Router<Arc<ApiState>> {
             "/wisp/v1/functions/{name}/routes",
             get(get_routes).put(put_routes).delete(delete_routes),
         )
+        .route(
+            "/wisp/v1/functions/{name}/hooks",
+            get(get_hooks).put(put_hooks).delete(delete_hooks),
+        )
         .route("/wisp/v1/check", get(check))
+}
+
+/// `{"Pre": "function", "Post": "function"}`, either optional.
+async fn put_hooks(
+    State(state): State<Arc<ApiState>>,
+    Extension(Caller(account)): Extension<Caller>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, Failure> {
+    let function = FunctionRef::parse(&name)?;
+    let config: HooksConfig = serde_json::from_slice(&body).map_err(|error| {
+        Failure(ApiError::invalid(format!(
+            "the hooks are not valid (expected {{\"Pre\": \"function\", \"Post\": \"function\"}}): {error}"
+        )))
+    })?;
+    let config = state
+        .control
+        .put_hooks(&account, &function.name, config)
+        .await?;
+    Ok(json_response(StatusCode::OK, &config))
+}
+
+async fn get_hooks(
+    State(state): State<Arc<ApiState>>,
+    Extension(Caller(account)): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Result<Response, Failure> {
+    let function = FunctionRef::parse(&name)?;
+    let config = state.control.get_hooks(&account, &function.name).await?;
+    Ok(json_response(StatusCode::OK, &config))
+}
+
+async fn delete_hooks(
+    State(state): State<Arc<ApiState>>,
+    Extension(Caller(account)): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Result<Response, Failure> {
+    let function = FunctionRef::parse(&name)?;
+    state.control.delete_hooks(&account, &function.name).await?;
+    Ok(Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .body(axum::body::Body::empty())
+        .expect("a static response"))
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]

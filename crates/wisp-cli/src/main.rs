@@ -235,7 +235,20 @@ enum Command {
         #[arg(long, conflicts_with = "file")]
         clear: bool,
     },
-    /// Check every wiring of the account (destinations) again; exits 1 if any is broken.
+    /// Show, set or remove a function's invocation hooks (functions called before and after each call).
+    Hooks {
+        function: String,
+        /// The pre-invocation hook: called with each event, it passes, rewrites or rejects it.
+        #[arg(long, value_name = "FUNCTION")]
+        pre: Option<String>,
+        /// The post-invocation hook: sent the record of each synchronous call.
+        #[arg(long, value_name = "FUNCTION")]
+        post: Option<String>,
+        /// Remove the hooks.
+        #[arg(long, conflicts_with_all = ["pre", "post"])]
+        off: bool,
+    },
+    /// Check every wiring of the account (destinations and hooks) again; exits 1 if any is broken.
     Check,
     /// List a function's dead-letter log (async events that failed or expired), or send it again.
     Dlq {
@@ -856,6 +869,30 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                     None => base,
                 };
                 client.call(Method::GET, &path, None).await?.json()?
+            };
+            print(&shown);
+        }
+        Command::Hooks {
+            function,
+            pre,
+            post,
+            off,
+        } => {
+            let base = format!("/wisp/v1/functions/{}/hooks", segment(&function));
+            let shown = if off {
+                client.call(Method::DELETE, &base, None).await?;
+                json!({})
+            } else if pre.is_some() || post.is_some() {
+                let mut body = json!({});
+                if let Some(pre) = pre {
+                    body["Pre"] = pre.into();
+                }
+                if let Some(post) = post {
+                    body["Post"] = post.into();
+                }
+                client.call(Method::PUT, &base, Some(&body)).await?.json()?
+            } else {
+                client.call(Method::GET, &base, None).await?.json()?
             };
             print(&shown);
         }

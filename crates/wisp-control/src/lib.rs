@@ -13,6 +13,7 @@
 
 pub mod compat;
 pub mod event_config;
+pub mod hooks;
 pub mod idempotency;
 pub mod layers;
 pub mod lifecycle;
@@ -118,8 +119,10 @@ pub struct Resolved {
     pub memoization: Option<Arc<MemoizationConfig>>,
     /// Whether each completed invocation gets a signed receipt (function or account switch).
     pub receipts: bool,
-    /// The compiled signatures of `primary` and `additional` (see [`Resolved::signature_of`]).
+    /// The compiled signatures of `primary` and `additional` (see [`Resolved::typed_of`]).
     pub signatures: signature::Signatures,
+    /// Functions called around synchronous invocations.
+    pub hooks: Option<Arc<HooksConfig>>,
 }
 
 impl Resolved {
@@ -901,6 +904,7 @@ impl ControlPlane {
                 for key in [
                     idempotency::idempotency_key(account, name),
                     memoization::memoization_key(account, name),
+                    hooks::hooks_key(account, name),
                 ] {
                     self.kv.delete(&key).await.map_err(store_error)?;
                 }
@@ -1305,6 +1309,7 @@ impl ControlPlane {
             .await?
             .map(Arc::new);
         let receipts = self.receipts_enabled(account, name).await?;
+        let hooks = self.stored_hooks(account, name).await?.map(Arc::new);
         let signatures = signature::Signatures::of(
             &primary,
             additional.as_ref().map(|(version, _)| version.as_ref()),
@@ -1321,6 +1326,7 @@ impl ControlPlane {
             memoization,
             receipts,
             signatures,
+            hooks,
         });
         let mut cache = self
             .resolved

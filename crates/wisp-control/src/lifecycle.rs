@@ -50,13 +50,14 @@ pub enum EventType {
     LayerVersionDeleted,
     SignatureChanged,
     RoutesChanged,
+    HooksChanged,
     InstanceStarted,
     InstanceStopped,
 }
 
 impl EventType {
     /// Every type, in documentation order.
-    pub const ALL: [EventType; 21] = [
+    pub const ALL: [EventType; 22] = [
         EventType::FunctionCreated,
         EventType::FunctionCodeUpdated,
         EventType::FunctionConfigurationUpdated,
@@ -76,6 +77,7 @@ impl EventType {
         EventType::LayerVersionDeleted,
         EventType::SignatureChanged,
         EventType::RoutesChanged,
+        EventType::HooksChanged,
         EventType::InstanceStarted,
         EventType::InstanceStopped,
     ];
@@ -116,6 +118,7 @@ impl EventType {
             EventType::LayerVersionDeleted => "LayerVersionDeleted",
             EventType::SignatureChanged => "SignatureChanged",
             EventType::RoutesChanged => "RoutesChanged",
+            EventType::HooksChanged => "HooksChanged",
             EventType::InstanceStarted => "InstanceStarted",
             EventType::InstanceStopped => "InstanceStopped",
         }

@@ -40,6 +40,8 @@ impl ControlPlane {
             for function in functions {
                 self.check_destinations(account, &function.function_name, &mut wirings)
                     .await?;
+                self.check_hooks(account, &function.function_name, &mut wirings)
+                    .await?;
             }
             match next {
                 Some(next) => marker = Some(next),
@@ -51,6 +53,37 @@ impl ControlPlane {
             .filter(|wiring| wiring.problem.is_some())
             .count();
         Ok(WiringReport { wirings, problems })
+    }
+
+    async fn check_hooks(
+        &self,
+        account: &AccountId,
+        name: &str,
+        wirings: &mut Vec<Wiring>,
+    ) -> Result<(), ApiError> {
+        let Some(hooks) = self.stored_hooks(account, name).await? else {
+            return Ok(());
+        };
+        let source = match self.get_signature(account, name, None).await {
+            Ok(source) => source,
+            Err(error) if error.code == ErrorCode::ResourceNotFound => return Ok(()),
+            Err(error) => return Err(error),
+        };
+        for (which, hook) in [("Pre", &hooks.pre), ("Post", &hooks.post)] {
+            let Some(hook) = hook else { continue };
+            let problem = self
+                .check_hook(account, name, which, hook, source.as_ref())
+                .await
+                .err()
+                .map(|error| error.message);
+            wirings.push(Wiring {
+                source: function_arn(&self.options.region, account, name),
+                kind: format!("{which}-invocation hook"),
+                target: hook.clone(),
+                problem,
+            });
+        }
+        Ok(())
     }
 
     async fn check_destinations(

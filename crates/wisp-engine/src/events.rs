@@ -292,9 +292,30 @@ impl Engine {
             .or(request.qualifier.clone());
         let resolved = self
             .control
-            .resolve(&request.account, &request.function, request.qualifier)
+            .resolve(
+                &request.account,
+                &request.function,
+                request.qualifier.clone(),
+            )
             .await?;
         let request_id = request_id().to_string();
+        let mut request = request;
+        if let Some(rewritten) = self
+            .pre_hook(&resolved, &resolved.primary, &request, &request_id)
+            .await?
+        {
+            crate::check_json(&rewritten)?;
+            if rewritten.len() > MAX_ASYNC_PAYLOAD_BYTES {
+                return Err(ApiError::new(
+                    ErrorCode::RequestTooLarge,
+                    format!(
+                        "the pre-invocation hook rewrote the event to {} bytes; an event is at most {MAX_ASYNC_PAYLOAD_BYTES}",
+                        rewritten.len()
+                    ),
+                ));
+            }
+            request.payload = rewritten;
+        }
         self.check_input_all(&resolved, &request.payload, &request_id, "Event")?;
         let header = EventHeader {
             request_id,
@@ -1146,6 +1167,7 @@ async fn dispatch(engine: Weak<Engine>, queue: Arc<Queue>) {
                             memoization: None,
                             receipts: false,
                             signatures: Default::default(),
+                            hooks: None,
                         };
                         engine
                             .fail(&queue, &resolved, &event, Condition::FunctionNotFound, None)

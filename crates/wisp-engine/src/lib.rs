@@ -7,6 +7,7 @@
 
 pub mod code;
 pub mod events;
+mod hooks;
 pub mod idempotency;
 pub mod instance;
 mod memo;
@@ -77,6 +78,8 @@ pub struct InvokeRequest {
     pub client_context: Option<String>,
     /// The request's `Idempotency-Key` header, used when the function takes its key from there.
     pub idempotency_key: Option<String>,
+    /// Set on calls made by hooks (and hook events): they run no hooks of their own.
+    pub skip_hooks: bool,
 }
 
 pub struct InvokeResponse {
@@ -251,6 +254,14 @@ impl Engine {
                 memoized: false,
             });
         }
+        let mut request = request;
+        if let Some(rewritten) = self
+            .pre_hook(&resolved, &version, &request, &request_id)
+            .await?
+        {
+            check_json(&rewritten)?;
+            request.payload = rewritten;
+        }
         self.check_input(
             &resolved,
             &version,
@@ -365,6 +376,15 @@ impl Engine {
             .log(&record.account, &record.function_name, log_text);
         let executed_version = record.version.clone();
         self.sinks.record(record, Some(payload.clone()));
+        self.post_hook(
+            &resolved,
+            request.skip_hooks,
+            &request_id,
+            &executed_version,
+            &memo_input,
+            &payload,
+            error_type.is_some(),
+        );
         Ok(InvokeResponse {
             request_id,
             executed_version,

@@ -79,7 +79,7 @@ impl Engine {
     }
 
     /// Records a call refused before it ran: failed, nothing billed.
-    fn record_refusal(
+    pub(crate) fn record_refusal(
         &self,
         resolved: &Resolved,
         version: &Arc<StoredVersion>,

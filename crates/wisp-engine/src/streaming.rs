@@ -95,6 +95,14 @@ impl Engine {
                 },
             });
         }
+        let mut request = request;
+        if let Some(rewritten) = self
+            .pre_hook(&resolved, &version, &request, &request_id)
+            .await?
+        {
+            crate::check_json(&rewritten)?;
+            request.payload = rewritten;
+        }
         self.check_input(
             &resolved,
             &version,

@@ -473,3 +473,18 @@ mod tests {
         );
     }
 }
+
+/// A function's invocation hooks (`/wisp/v1/functions/{name}/hooks`): functions of the same account
+/// called around its synchronous invocations.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct HooksConfig {
+    /// Called with the event before dispatch; answers pass, rewrite or reject.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre: Option<String>,
+    /// Sent the invocation record of each synchronous call, as an event, after the response has gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post: Option<String>,
+    #[serde(default)]
+    pub last_modified: String,
+}

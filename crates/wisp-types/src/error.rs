@@ -28,6 +28,8 @@ pub enum ErrorCode {
     InputSchemaViolation,
     /// The function has routes and the event matches none.
     NoMatchingRoute,
+    /// A pre-invocation hook rejected the call.
+    InvocationRejected,
     Service,
 }
 
@@ -53,6 +55,7 @@ impl ErrorCode {
             ErrorCode::IdempotencyKeyMismatch => "IdempotencyKeyMismatchException",
             ErrorCode::InputSchemaViolation => "InputSchemaViolationException",
             ErrorCode::NoMatchingRoute => "NoMatchingRouteException",
+            ErrorCode::InvocationRejected => "InvocationRejectedException",
             ErrorCode::Service => "ServiceException",
         }
     }
@@ -64,7 +67,8 @@ impl ErrorCode {
             ErrorCode::InvalidParameterValue
             | ErrorCode::InvalidRequestContent
             | ErrorCode::InputSchemaViolation
-            | ErrorCode::NoMatchingRoute => 400,
+            | ErrorCode::NoMatchingRoute
+            | ErrorCode::InvocationRejected => 400,
             ErrorCode::CodeStorageExceeded => 400,
             ErrorCode::RequestTooLarge => 413,
             ErrorCode::TooManyRequests => 429,
