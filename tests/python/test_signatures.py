@@ -288,3 +288,32 @@ def test_wisp_check_finds_wiring_a_later_change_broke(server_factory):
     client.delete_function(FunctionName=taker)
     gone = server.wisp_cli("check", check=False)
     assert gone.returncode == 1 and "does not exist" in gone.stdout, gone.stdout
+
+
+def test_moving_an_alias_to_a_version_with_an_incompatible_signature_is_refused(wisp, lambda_client):
+    # `taker` versions: 1 takes records whose total is a number, 2 wants it as a string.
+    taker = unique_name("alias-taker")
+    make(lambda_client, taker)
+    put_signature(wisp, taker, {"Input": {"JsonSchema": RECEIPT_TAKER}})
+    first = lambda_client.publish_version(FunctionName=taker)["Version"]
+    wants_text = json.loads(json.dumps(RECEIPT_TAKER))
+    wants_text["properties"]["responsePayload"]["properties"]["total"] = {"type": "string"}
+    put_signature(wisp, taker, {"Input": {"JsonSchema": wants_text}})
+    second = lambda_client.publish_version(FunctionName=taker)["Version"]
+    live = lambda_client.create_alias(FunctionName=taker, Name="live", FunctionVersion=first)["AliasArn"]
+    source = unique_name("alias-source")
+    make(lambda_client, source)
+    put_signature(wisp, source, {"Input": {"JsonSchema": ORDER}, "Output": {"JsonSchema": TOTAL}})
+    lambda_client.put_function_event_invoke_config(FunctionName=source, DestinationConfig={"OnSuccess": {"Destination": live}})
+    response = expect_error("InvalidParameterValueException", 400, lambda_client.update_alias, FunctionName=taker, Name="live", FunctionVersion=second)
+    message = response["Error"]["Message"]
+    assert "/responsePayload/total" in message and source in message, message
+    assert lambda_client.get_alias(FunctionName=taker, Name="live")["FunctionVersion"] == first, "nothing changed"
+    # Sending a share of traffic to the incompatible version is refused too.
+    expect_error(
+        "InvalidParameterValueException", 400, lambda_client.update_alias, FunctionName=taker, Name="live", RoutingConfig={"AdditionalVersionWeights": {second: 0.1}}
+    )
+    # A compatible move goes through.
+    put_signature(wisp, taker, {"Input": {"JsonSchema": RECEIPT_TAKER}})
+    third = lambda_client.publish_version(FunctionName=taker)["Version"]
+    assert lambda_client.update_alias(FunctionName=taker, Name="live", FunctionVersion=third)["FunctionVersion"] == third

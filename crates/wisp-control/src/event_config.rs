@@ -45,15 +45,15 @@ impl ControlPlane {
             input.maximum_event_age_in_seconds,
         )?;
         if let Some(destinations) = &input.destination_config {
-            let source = self
-                .get_signature(account, name, Some(qualifier.clone()))
+            let sources = self
+                .signatures_for(account, name, Some(qualifier.clone()), None)
                 .await?;
             for (which, target) in [
                 ("OnSuccess", &destinations.on_success.destination),
                 ("OnFailure", &destinations.on_failure.destination),
             ] {
                 if let Some(target) = target {
-                    self.check_destination(account, name, which, target, source.as_ref())
+                    self.check_destination(account, name, which, target, &sources, None)
                         .await?;
                 }
             }
@@ -221,7 +221,8 @@ impl ControlPlane {
         name: &str,
         which: &str,
         target: &str,
-        source: Option<&Signature>,
+        sources: &[Option<Signature>],
+        pending: Option<crate::wiring::PendingAlias<'_>>,
     ) -> Result<(), ApiError> {
         let service = target.split(':').nth(2).unwrap_or_default();
         if !target.starts_with("arn:") || service.is_empty() {
@@ -268,13 +269,26 @@ impl ControlPlane {
                 }
             })?;
         // What the destination receives must be what it accepts.
-        let accepted = self
-            .get_signature(account, &reference.name, reference.qualifier.clone())
-            .await?
-            .and_then(|signature| signature.input);
-        if let Some(TypeSpec::JsonSchema(accepted)) = accepted {
-            let produced = destination_event_schema(source, which == "OnSuccess");
-            let mismatches = crate::compat::check(&produced, &accepted);
+        let targets = self
+            .signatures_for(
+                account,
+                &reference.name,
+                reference.qualifier.clone(),
+                pending,
+            )
+            .await?;
+        for (accepted, source) in targets
+            .iter()
+            .flat_map(|target| sources.iter().map(move |source| (target, source)))
+        {
+            let Some(TypeSpec::JsonSchema(accepted)) = accepted
+                .as_ref()
+                .and_then(|signature| signature.input.as_ref())
+            else {
+                continue;
+            };
+            let produced = destination_event_schema(source.as_ref(), which == "OnSuccess");
+            let mismatches = crate::compat::check(&produced, accepted);
             if !mismatches.is_empty() {
                 let shown: Vec<String> = mismatches.iter().map(ToString::to_string).collect();
                 return Err(ApiError::invalid(format!(

@@ -29,7 +29,7 @@ impl ControlPlane {
         let source = self.get_signature(account, name, None).await?;
         for (which, hook) in [("Pre", &config.pre), ("Post", &config.post)] {
             if let Some(hook) = hook {
-                self.check_hook(account, name, which, hook, source.as_ref())
+                self.check_hook(account, name, which, hook, source.as_ref(), None)
                     .await?;
             }
         }
@@ -104,6 +104,7 @@ impl ControlPlane {
         which: &str,
         hook: &str,
         source: Option<&Signature>,
+        pending: Option<crate::wiring::PendingAlias<'_>>,
     ) -> Result<(), ApiError> {
         let reference = FunctionRef::parse(hook).map_err(|error| {
             ApiError::invalid(format!(
@@ -137,11 +138,20 @@ impl ControlPlane {
                     error
                 }
             })?;
-        let accepted = self
-            .get_signature(account, &reference.name, reference.qualifier.clone())
-            .await?
-            .and_then(|signature| signature.input);
-        if let Some(TypeSpec::JsonSchema(accepted)) = accepted {
+        let targets = self
+            .signatures_for(
+                account,
+                &reference.name,
+                reference.qualifier.clone(),
+                pending,
+            )
+            .await?;
+        for accepted in targets {
+            let Some(TypeSpec::JsonSchema(accepted)) =
+                accepted.and_then(|signature| signature.input)
+            else {
+                continue;
+            };
             let produced = if which == "Pre" {
                 pre_hook_event_schema(source)
             } else {

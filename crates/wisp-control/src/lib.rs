@@ -1104,6 +1104,12 @@ impl ControlPlane {
                     (!routing.additional_version_weights.is_empty()).then(|| routing.clone());
             }
             self.check_alias_move(account, name, &moved).await?;
+            let pending = wiring::PendingAlias {
+                function: name,
+                alias,
+                config: &moved,
+            };
+            self.check_alias_wiring(account, pending).await?;
         }
         let key = alias_key(account, name, alias);
         let missing = || {

@@ -29,8 +29,105 @@ pub struct WiringReport {
     pub problems: usize,
 }
 
+/// An alias move being checked before it is stored: wirings see the alias at `config`'s versions.
+#[derive(Clone, Copy)]
+pub(crate) struct PendingAlias<'a> {
+    pub function: &'a str,
+    pub alias: &'a str,
+    pub config: &'a AliasConfiguration,
+}
+
+impl PendingAlias<'_> {
+    /// Whether `reference` (a function name or ARN with a qualifier) names this alias.
+    fn names(&self, reference: &str) -> bool {
+        FunctionRef::parse(reference).is_ok_and(|reference| {
+            reference.name == self.function
+                && matches!(&reference.qualifier, Some(Qualifier::Alias(alias)) if alias == self.alias)
+        })
+    }
+}
+
 impl ControlPlane {
     pub async fn check_wiring(&self, account: &AccountId) -> Result<WiringReport, ApiError> {
+        self.check_wiring_with(account, None).await
+    }
+
+    /// Refuses an alias move that would break a wiring from or to the alias.
+    pub(crate) async fn check_alias_wiring(
+        &self,
+        account: &AccountId,
+        pending: PendingAlias<'_>,
+    ) -> Result<(), ApiError> {
+        let report = self.check_wiring_with(account, Some(pending)).await?;
+        let broken: Vec<String> = report
+            .wirings
+            .iter()
+            .filter(|wiring| pending.names(&wiring.source) || pending.names(&wiring.target))
+            .filter_map(|wiring| {
+                wiring.problem.as_ref().map(|problem| {
+                    format!(
+                        "{} -> {} ({}): {problem}",
+                        wiring.source, wiring.target, wiring.kind
+                    )
+                })
+            })
+            .collect();
+        if broken.is_empty() {
+            return Ok(());
+        }
+        Err(ApiError::invalid(format!(
+            "alias {} of {} cannot point to version {}: it would break {} wiring(s): {}",
+            pending.alias,
+            pending.function,
+            pending.config.function_version,
+            broken.len(),
+            broken.join("; ")
+        )))
+    }
+
+    /// The signatures of every version a qualifier may run (both versions of a weighted alias), as
+    /// they are, or as `pending` would make them.
+    pub(crate) async fn signatures_for(
+        &self,
+        account: &AccountId,
+        name: &str,
+        qualifier: Option<Qualifier>,
+        pending: Option<PendingAlias<'_>>,
+    ) -> Result<Vec<Option<Signature>>, ApiError> {
+        if let (Some(pending), Some(Qualifier::Alias(alias))) = (pending, &qualifier)
+            && pending.function == name
+            && pending.alias == alias
+        {
+            let mut versions = vec![pending.config.function_version.clone()];
+            if let Some(routing) = &pending.config.routing_config {
+                versions.extend(routing.additional_version_weights.keys().cloned());
+            }
+            let mut signatures = Vec::new();
+            for version in versions {
+                let qualifier = Qualifier::parse(&version)?;
+                signatures.push(self.get_signature(account, name, Some(qualifier)).await?);
+            }
+            return Ok(signatures);
+        }
+        let reference = FunctionRef {
+            account: None,
+            region: None,
+            name: name.to_string(),
+            qualifier: None,
+        };
+        let resolved = self.resolve(account, &reference, qualifier).await?;
+        let mut signatures = vec![resolved.primary.signature.clone()];
+        if let Some((additional, _)) = &resolved.additional {
+            signatures.push(additional.signature.clone());
+        }
+        Ok(signatures)
+    }
+
+    async fn check_wiring_with(
+        &self,
+        account: &AccountId,
+        pending: Option<PendingAlias<'_>>,
+    ) -> Result<WiringReport, ApiError> {
         let mut wirings = Vec::new();
         let mut marker = None;
         loop {
@@ -38,9 +135,9 @@ impl ControlPlane {
                 .list_functions(account, marker.as_deref(), 1000)
                 .await?;
             for function in functions {
-                self.check_destinations(account, &function.function_name, &mut wirings)
+                self.check_destinations(account, &function.function_name, pending, &mut wirings)
                     .await?;
-                self.check_hooks(account, &function.function_name, &mut wirings)
+                self.check_hooks(account, &function.function_name, pending, &mut wirings)
                     .await?;
             }
             match next {
@@ -59,6 +156,7 @@ impl ControlPlane {
         &self,
         account: &AccountId,
         name: &str,
+        pending: Option<PendingAlias<'_>>,
         wirings: &mut Vec<Wiring>,
     ) -> Result<(), ApiError> {
         let Some(hooks) = self.stored_hooks(account, name).await? else {
@@ -72,7 +170,7 @@ impl ControlPlane {
         for (which, hook) in [("Pre", &hooks.pre), ("Post", &hooks.post)] {
             let Some(hook) = hook else { continue };
             let problem = self
-                .check_hook(account, name, which, hook, source.as_ref())
+                .check_hook(account, name, which, hook, source.as_ref(), pending)
                 .await
                 .err()
                 .map(|error| error.message);
@@ -90,6 +188,7 @@ impl ControlPlane {
         &self,
         account: &AccountId,
         name: &str,
+        pending: Option<PendingAlias<'_>>,
         wirings: &mut Vec<Wiring>,
     ) -> Result<(), ApiError> {
         let configs = match self
@@ -103,7 +202,9 @@ impl ControlPlane {
         };
         for config in configs {
             let qualifier = FunctionRef::parse(&config.function_arn)?.qualifier;
-            let source = self.get_signature(account, name, qualifier).await?;
+            let sources = self
+                .signatures_for(account, name, qualifier, pending)
+                .await?;
             for (which, target) in [
                 (
                     "OnSuccess",
@@ -116,7 +217,7 @@ impl ControlPlane {
             ] {
                 let Some(target) = target else { continue };
                 let problem = self
-                    .check_destination(account, name, which, target, source.as_ref())
+                    .check_destination(account, name, which, target, &sources, pending)
                     .await
                     .err()
                     .map(|error| error.message);
