@@ -236,66 +236,24 @@ impl ControlPlane {
                 "DestinationConfig.{which}.Destination {target:?} is a {service} ARN; Wisp delivers async outcomes to functions only"
             )));
         }
-        let reference = FunctionRef::parse(target).map_err(|error| {
-            ApiError::invalid(format!(
-                "DestinationConfig.{which}.Destination {target:?} is not a function ARN: {}",
-                error.message
-            ))
-        })?;
-        if reference
-            .account
-            .as_ref()
-            .is_some_and(|named| named != account)
-        {
-            return Err(ApiError::invalid(format!(
-                "DestinationConfig.{which}.Destination {target:?} belongs to another account; destinations must be functions of account {account}"
-            )));
-        }
-        if reference.name == name {
-            return Err(ApiError::invalid(format!(
-                "DestinationConfig.{which}.Destination {target:?} is the function {name} itself; a function may not be its own destination (it would invoke itself in a loop)"
-            )));
-        }
-        self.get_function(account, &reference.name, reference.qualifier.as_ref())
-            .await
-            .map_err(|error| {
-                if error.code == ErrorCode::ResourceNotFound {
-                    ApiError::invalid(format!(
-                        "DestinationConfig.{which}.Destination {target:?} does not exist: {}",
-                        error.message
-                    ))
-                } else {
-                    error
-                }
-            })?;
-        // What the destination receives must be what it accepts.
-        let targets = self
-            .signatures_for(
-                account,
-                &reference.name,
-                reference.qualifier.clone(),
-                pending,
-            )
+        let what = format!("DestinationConfig.{which}.Destination");
+        let reference = self
+            .wired_function(account, name, &what, "destination", target)
             .await?;
-        for (accepted, source) in targets
+        // What the destination receives must be what it accepts.
+        let produced: Vec<_> = sources
             .iter()
-            .flat_map(|target| sources.iter().map(move |source| (target, source)))
-        {
-            let Some(TypeSpec::JsonSchema(accepted)) = accepted
-                .as_ref()
-                .and_then(|signature| signature.input.as_ref())
-            else {
-                continue;
-            };
-            let produced = destination_event_schema(source.as_ref(), which == "OnSuccess");
-            let mismatches = crate::compat::check(&produced, accepted);
-            if !mismatches.is_empty() {
-                let shown: Vec<String> = mismatches.iter().map(ToString::to_string).collect();
-                return Err(ApiError::invalid(format!(
-                    "DestinationConfig.{which}.Destination {target:?} does not accept the invocation records {name} sends it: {}; hint: widen its input schema or change {name}'s signature",
-                    shown.join("; ")
-                )));
-            }
+            .map(|source| destination_event_schema(source.as_ref(), which == "OnSuccess"))
+            .collect();
+        let mismatches = self
+            .refusals(account, &reference, pending, &produced)
+            .await?;
+        if !mismatches.is_empty() {
+            let shown: Vec<String> = mismatches.iter().map(ToString::to_string).collect();
+            return Err(ApiError::invalid(format!(
+                "{what} {target:?} does not accept the invocation records {name} sends it: {}; hint: widen its input schema or change {name}'s signature",
+                shown.join("; ")
+            )));
         }
         Ok(())
     }

@@ -106,65 +106,24 @@ impl ControlPlane {
         source: Option<&Signature>,
         pending: Option<crate::wiring::PendingAlias<'_>>,
     ) -> Result<(), ApiError> {
-        let reference = FunctionRef::parse(hook).map_err(|error| {
-            ApiError::invalid(format!(
-                "{which} hook {hook:?} is not a function name or ARN: {}",
-                error.message
-            ))
-        })?;
-        if reference
-            .account
-            .as_ref()
-            .is_some_and(|named| named != account)
-        {
-            return Err(ApiError::invalid(format!(
-                "{which} hook {hook:?} belongs to another account; hooks must be functions of account {account}"
-            )));
-        }
-        if reference.name == name {
-            return Err(ApiError::invalid(format!(
-                "{which} hook {hook:?} is the function {name} itself; a function may not be its own hook"
-            )));
-        }
-        self.get_function(account, &reference.name, reference.qualifier.as_ref())
-            .await
-            .map_err(|error| {
-                if error.code == ErrorCode::ResourceNotFound {
-                    ApiError::invalid(format!(
-                        "{which} hook {hook:?} does not exist: {}",
-                        error.message
-                    ))
-                } else {
-                    error
-                }
-            })?;
-        let targets = self
-            .signatures_for(
-                account,
-                &reference.name,
-                reference.qualifier.clone(),
-                pending,
-            )
+        let what = format!("{which} hook");
+        let reference = self
+            .wired_function(account, name, &what, "hook", hook)
             .await?;
-        for accepted in targets {
-            let Some(TypeSpec::JsonSchema(accepted)) =
-                accepted.and_then(|signature| signature.input)
-            else {
-                continue;
-            };
-            let produced = if which == "Pre" {
-                pre_hook_event_schema(source)
-            } else {
-                post_hook_event_schema(source)
-            };
-            let mismatches = crate::compat::check(&produced, &accepted);
-            if !mismatches.is_empty() {
-                let shown: Vec<String> = mismatches.iter().map(ToString::to_string).collect();
-                return Err(ApiError::invalid(format!(
-                    "{which} hook {hook:?} does not accept what {name} would send it: {}",
-                    shown.join("; ")
-                )));
-            }
+        let produced = if which == "Pre" {
+            pre_hook_event_schema(source)
+        } else {
+            post_hook_event_schema(source)
+        };
+        let mismatches = self
+            .refusals(account, &reference, pending, &[produced])
+            .await?;
+        if !mismatches.is_empty() {
+            let shown: Vec<String> = mismatches.iter().map(ToString::to_string).collect();
+            return Err(ApiError::invalid(format!(
+                "{what} {hook:?} does not accept what {name} would send it: {}",
+                shown.join("; ")
+            )));
         }
         Ok(())
     }

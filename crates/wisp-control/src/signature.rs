@@ -311,6 +311,22 @@ impl ControlPlane {
         Ok(signature)
     }
 
+    /// Resolves a function of the account by its bare name and a qualifier.
+    pub(crate) async fn resolve_by_name(
+        &self,
+        account: &AccountId,
+        name: &str,
+        qualifier: Option<Qualifier>,
+    ) -> Result<Arc<Resolved>, ApiError> {
+        let reference = FunctionRef {
+            account: None,
+            region: None,
+            name: name.to_string(),
+            qualifier: None,
+        };
+        self.resolve(account, &reference, qualifier).await
+    }
+
     /// Sets the routes of `$LATEST` (empty removes them); published versions keep theirs.
     pub async fn put_routes(
         &self,
@@ -352,13 +368,7 @@ impl ControlPlane {
         name: &str,
         qualifier: Option<Qualifier>,
     ) -> Result<Vec<Route>, ApiError> {
-        let reference = FunctionRef {
-            account: None,
-            region: None,
-            name: name.to_string(),
-            qualifier: None,
-        };
-        let resolved = self.resolve(account, &reference, qualifier).await?;
+        let resolved = self.resolve_by_name(account, name, qualifier).await?;
         Ok(resolved.primary.routes.clone())
     }
 
@@ -369,13 +379,7 @@ impl ControlPlane {
         name: &str,
         qualifier: Option<Qualifier>,
     ) -> Result<Option<Signature>, ApiError> {
-        let reference = FunctionRef {
-            account: None,
-            region: None,
-            name: name.to_string(),
-            qualifier: None,
-        };
-        let resolved = self.resolve(account, &reference, qualifier).await?;
+        let resolved = self.resolve_by_name(account, name, qualifier).await?;
         Ok(resolved.primary.signature.clone())
     }
 }

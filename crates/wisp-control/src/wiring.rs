@@ -85,6 +85,77 @@ impl ControlPlane {
         )))
     }
 
+    /// The target of a wiring (`what` names the setting in errors, `role` the kind of target): a function
+    /// of the same account, other than `name`, that exists.
+    pub(crate) async fn wired_function(
+        &self,
+        account: &AccountId,
+        name: &str,
+        what: &str,
+        role: &str,
+        target: &str,
+    ) -> Result<FunctionRef, ApiError> {
+        let reference = FunctionRef::parse(target).map_err(|error| {
+            ApiError::invalid(format!(
+                "{what} {target:?} is not a function name or ARN: {}",
+                error.message
+            ))
+        })?;
+        if reference
+            .account
+            .as_ref()
+            .is_some_and(|named| named != account)
+        {
+            return Err(ApiError::invalid(format!(
+                "{what} {target:?} belongs to another account; {role}s must be functions of account {account}"
+            )));
+        }
+        if reference.name == name {
+            return Err(ApiError::invalid(format!(
+                "{what} {target:?} is the function {name} itself; a function may not be its own {role} (it would invoke itself in a loop)"
+            )));
+        }
+        self.get_function(account, &reference.name, reference.qualifier.as_ref())
+            .await
+            .map_err(|error| {
+                if error.code == ErrorCode::ResourceNotFound {
+                    ApiError::invalid(format!(
+                        "{what} {target:?} does not exist: {}",
+                        error.message
+                    ))
+                } else {
+                    error
+                }
+            })?;
+        Ok(reference)
+    }
+
+    /// Where the input types of every version `target` may run disagree with what the source may
+    /// send (one schema per source version); empty when every pair is compatible.
+    pub(crate) async fn refusals(
+        &self,
+        account: &AccountId,
+        target: &FunctionRef,
+        pending: Option<PendingAlias<'_>>,
+        produced: &[serde_json::Value],
+    ) -> Result<Vec<crate::compat::Mismatch>, ApiError> {
+        let targets = self
+            .signatures_for(account, &target.name, target.qualifier.clone(), pending)
+            .await?;
+        for accepted in targets.iter().flatten() {
+            let Some(TypeSpec::JsonSchema(accepted)) = &accepted.input else {
+                continue;
+            };
+            for produced in produced {
+                let mismatches = crate::compat::check(produced, accepted);
+                if !mismatches.is_empty() {
+                    return Ok(mismatches);
+                }
+            }
+        }
+        Ok(Vec::new())
+    }
+
     /// The signatures of every version a qualifier may run (both versions of a weighted alias), as
     /// they are, or as `pending` would make them.
     pub(crate) async fn signatures_for(
@@ -109,13 +180,7 @@ impl ControlPlane {
             }
             return Ok(signatures);
         }
-        let reference = FunctionRef {
-            account: None,
-            region: None,
-            name: name.to_string(),
-            qualifier: None,
-        };
-        let resolved = self.resolve(account, &reference, qualifier).await?;
+        let resolved = self.resolve_by_name(account, name, qualifier).await?;
         let mut signatures = vec![resolved.primary.signature.clone()];
         if let Some((additional, _)) = &resolved.additional {
             signatures.push(additional.signature.clone());

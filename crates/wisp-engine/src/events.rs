@@ -300,22 +300,14 @@ impl Engine {
             .await?;
         let request_id = request_id().to_string();
         let mut request = request;
-        if let Some(rewritten) = self
-            .pre_hook(&resolved, &resolved.primary, &request, &request_id)
-            .await?
-        {
-            crate::check_json(&rewritten)?;
-            if rewritten.len() > MAX_ASYNC_PAYLOAD_BYTES {
-                return Err(ApiError::new(
-                    ErrorCode::RequestTooLarge,
-                    format!(
-                        "the pre-invocation hook rewrote the event to {} bytes; an event is at most {MAX_ASYNC_PAYLOAD_BYTES}",
-                        rewritten.len()
-                    ),
-                ));
-            }
-            request.payload = rewritten;
-        }
+        self.apply_pre_hook(
+            &resolved,
+            &resolved.primary,
+            &mut request,
+            &request_id,
+            MAX_ASYNC_PAYLOAD_BYTES,
+        )
+        .await?;
         self.check_input_all(&resolved, &request.payload, &request_id, "Event")?;
         let header = EventHeader {
             request_id,

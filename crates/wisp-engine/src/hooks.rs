@@ -14,9 +14,39 @@ use wisp_types::*;
 use crate::{Engine, InvocationType, InvokeRequest};
 
 impl Engine {
+    /// Runs the pre-invocation hook on `request` and puts its rewrite, if any, in place of the event
+    /// (a rewrite must be JSON, and at most `limit` bytes).
+    pub(crate) async fn apply_pre_hook(
+        &self,
+        resolved: &Resolved,
+        version: &Arc<StoredVersion>,
+        request: &mut InvokeRequest,
+        request_id: &str,
+        limit: usize,
+    ) -> Result<(), ApiError> {
+        let Some(rewritten) = self
+            .pre_hook(resolved, version, request, request_id)
+            .await?
+        else {
+            return Ok(());
+        };
+        crate::check_json(&rewritten)?;
+        if rewritten.len() > limit {
+            return Err(ApiError::new(
+                ErrorCode::RequestTooLarge,
+                format!(
+                    "the pre-invocation hook rewrote the event to {} bytes; this call takes at most {limit}",
+                    rewritten.len()
+                ),
+            ));
+        }
+        request.payload = rewritten;
+        Ok(())
+    }
+
     /// Runs the function's pre-invocation hook, if it has one, on `request`'s event: returns the event
     /// to dispatch (the same, or the hook's rewrite), or the hook's rejection.
-    pub(crate) async fn pre_hook(
+    async fn pre_hook(
         &self,
         resolved: &Resolved,
         version: &Arc<StoredVersion>,

@@ -96,13 +96,14 @@ impl Engine {
             });
         }
         let mut request = request;
-        if let Some(rewritten) = self
-            .pre_hook(&resolved, &version, &request, &request_id)
-            .await?
-        {
-            crate::check_json(&rewritten)?;
-            request.payload = rewritten;
-        }
+        self.apply_pre_hook(
+            &resolved,
+            &version,
+            &mut request,
+            &request_id,
+            MAX_SYNC_PAYLOAD_BYTES,
+        )
+        .await?;
         self.check_input(
             &resolved,
             &version,
