@@ -6,8 +6,10 @@
 //!
 //! This crate knows nothing about storage, scheduling or the public API: it moves invocations from a
 //! channel to the runtime and outcomes back. Responses come whole (buffered, up to 6 MB) or, in the
-//! streaming response mode, frame by frame ([`streaming`]).
+//! streaming response mode, frame by frame ([`streaming`]). Wisp's own shutdown extension
+//! (`/runtime/wisp/shutdown`) is in [`shutdown`].
 
+pub mod shutdown;
 pub mod streaming;
 
 use std::sync::{Arc, Mutex};
@@ -76,6 +78,8 @@ pub enum RuntimeState {
 pub struct InstanceChannel {
     pub dispatch: mpsc::Sender<Dispatch>,
     pub state: watch::Receiver<RuntimeState>,
+    /// Announces a stop to the runtime and follows its shutdown hook.
+    pub shutdown: shutdown::ShutdownHandle,
 }
 
 /// The server's side of one instance's Runtime API.
@@ -87,19 +91,26 @@ pub(crate) struct EndpointInner {
     dispatches: tokio::sync::Mutex<mpsc::Receiver<Dispatch>>,
     current: Mutex<Option<(String, oneshot::Sender<RuntimeOutcome>)>>,
     state: watch::Sender<RuntimeState>,
+    shutdown: Arc<shutdown::Shared>,
 }
 
 /// Creates the two sides of one instance's Runtime API.
 pub fn channel() -> (InstanceChannel, RuntimeEndpoint) {
     let (dispatch, dispatches) = mpsc::channel(1);
     let (state_sender, state) = watch::channel(RuntimeState::Initializing);
+    let shutdown = shutdown::Shared::new();
     let inner = EndpointInner {
         dispatches: tokio::sync::Mutex::new(dispatches),
         current: Mutex::new(None),
         state: state_sender,
+        shutdown: shutdown.clone(),
     };
     (
-        InstanceChannel { dispatch, state },
+        InstanceChannel {
+            dispatch,
+            state,
+            shutdown: shutdown::ShutdownHandle::new(shutdown),
+        },
         RuntimeEndpoint {
             inner: Arc::new(inner),
         },
@@ -202,6 +213,12 @@ async fn handle(inner: &EndpointInner, request: Request<Incoming>) -> Response<B
                 }
                 Err(response) => response,
             }
+        }
+        (&Method::POST, ["2018-06-01", "runtime", "wisp", "shutdown"]) => {
+            shutdown::started(&inner.shutdown)
+        }
+        (&Method::POST, ["2018-06-01", "runtime", "wisp", "shutdown", "done"]) => {
+            shutdown::done(&inner.shutdown, request).await
         }
         _ => json_response(
             StatusCode::NOT_FOUND,
