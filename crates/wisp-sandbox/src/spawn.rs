@@ -138,6 +138,25 @@ impl KillHandle {
     pub fn memory_peak_bytes(&self) -> Option<u64> {
         self.target.cgroup.memory_peak_bytes()
     }
+
+    /// Whether the function's pid-1 process has a handler installed for `signal` (its `SigCgt` in
+    /// `/proc`). As pid 1 of its namespace it receives no other signal but `SIGKILL` and `SIGSTOP`.
+    /// `None` when that cannot be read (the process is gone, or `/proc` hides it).
+    pub fn catches(&self, signal: Signal) -> Option<bool> {
+        if self.target.exited.load(Ordering::Acquire) {
+            return None;
+        }
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.target.pid)).ok()?;
+        caught_signals(&status).map(|mask| mask & (1u64 << (signal as u32 - 1)) != 0)
+    }
+}
+
+/// The `SigCgt` mask of a `/proc/{pid}/status` text: bit `n - 1` is set when signal `n` is caught.
+fn caught_signals(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("SigCgt:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
 }
 
 /// A running sandbox. Dropping it without [`SpawnedSandbox::wait`] kills everything in it.
@@ -765,4 +784,28 @@ fn set_blocking(fd: RawFd) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caught_signals_are_read_from_sigcgt() {
+        let status = "Name:\tpython3\nSigIgn:\t0000000001001000\nSigCgt:\t0000000180004002\n";
+        let mask = caught_signals(status).expect("a SigCgt line");
+        for (signal, caught) in [
+            (Signal::SIGINT, true),
+            (Signal::SIGTERM, true),
+            (Signal::SIGHUP, false),
+            (Signal::SIGPIPE, false),
+        ] {
+            assert_eq!(
+                mask & (1u64 << (signal as u32 - 1)) != 0,
+                caught,
+                "{signal}"
+            );
+        }
+        assert_eq!(caught_signals("Name:\tx\n"), None);
+    }
 }
