@@ -743,6 +743,8 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                     ("function", "function_name"),
                     ("version", "version"),
                     ("type", "invocation_type"),
+                    ("phase", "phase"),
+                    ("reason", "shutdown_reason"),
                     ("status", "status"),
                     ("attempts", "attempts"),
                     ("error", "error_type"),

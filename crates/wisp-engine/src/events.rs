@@ -949,6 +949,8 @@ fn waiting_record(
         replay_of: None,
         memoized: false,
         memo_byte_seconds: None,
+        phase: None,
+        shutdown_reason: None,
         result: None,
     }
 }

@@ -2,6 +2,10 @@
 //! the state the scheduler needs (ready, busy, exited).
 //!
 //! An instance runs one invocation at a time. It never decides whether to exist; the pool does.
+//! How it is stopped — the shutdown notice, its runtime's hook, and the hook's log lines and
+//! record — is in [`shutdown`].
+
+mod shutdown;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -48,6 +52,8 @@ pub struct Instance {
     sinks: Sinks,
     account: String,
     resource: String,
+    /// What stopping the instance needs: the Runtime API's shutdown extension and what meters a hook.
+    hook: shutdown::HookContext,
 }
 
 /// Where a streaming invocation's response chunks go, in order, as the function produces them.
@@ -90,6 +96,8 @@ pub struct InstanceSpec {
     pub function: String,
     /// ARN of the version the instance runs, for its lifecycle events.
     pub resource: String,
+    /// The version the instance runs (`$LATEST` or a number), for its shutdown hook's log lines.
+    pub version: String,
 }
 
 impl Instance {
@@ -155,6 +163,7 @@ impl Instance {
             sinks,
             account: spec.account.clone(),
             resource: spec.resource.clone(),
+            hook: shutdown::HookContext::new(channel.shutdown, &spec),
         }))
     }
 
@@ -393,9 +402,10 @@ impl Instance {
         self.finish(outcome, init_duration_us).await
     }
 
-    /// Kills the instance whose invocation ran out of time and describes it as Lambda does.
+    /// Ends the invocation that ran out of time and describes it as Lambda does; the runtime is
+    /// killed now, or left to the stop that follows when it can run a shutdown hook.
     fn timed_out(&self, request_id: &str, started: Instant, timeout: Duration) -> RunOutcome {
-        self.kill(nix::sys::signal::Signal::SIGKILL);
+        self.after_timeout();
         let seconds = format!("{:.2}", timeout.as_secs_f64());
         self.note(&format!(
             "{} {request_id} Task timed out after {seconds} seconds\n",
@@ -586,7 +596,8 @@ impl Instance {
         }
     }
 
-    /// Stops the instance: SIGTERM, then SIGKILL after `grace`.
+    /// Stops the instance: SIGTERM, then SIGKILL after `grace` (see [`shutdown`] for what the
+    /// runtime is told and how its hook is metered).
     pub async fn stop(&self, grace: Duration, reason: &str) {
         if self.stopping.swap(true, Ordering::Relaxed) {
             return;
@@ -603,11 +614,9 @@ impl Instance {
             .with_reason(reason)
             .by_platform(),
         );
-        self.kill(nix::sys::signal::Signal::SIGTERM);
-        if self.wait_exit(grace).await.is_none() {
-            self.kill(nix::sys::signal::Signal::SIGKILL);
-            self.wait_exit(Duration::from_secs(5)).await;
-        }
+        let run = self.begin_shutdown(grace, reason);
+        let killed_at = self.signal_shutdown(grace).await;
+        self.end_shutdown(run, killed_at).await;
     }
 }
 

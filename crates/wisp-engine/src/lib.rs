@@ -480,6 +480,8 @@ impl Engine {
             replay_of: Some(answer.original_request_id.clone()),
             memoized: answer.memoized,
             memo_byte_seconds: None,
+            phase: None,
+            shutdown_reason: None,
         };
         self.sinks.record(record, Some(answer.payload.clone()));
         InvokeResponse {
@@ -653,6 +655,8 @@ impl Engine {
             replay_of: None,
             memoized: false,
             memo_byte_seconds: None,
+            phase: None,
+            shutdown_reason: None,
             result: None,
         };
         if let Some(input) = receipt_input {
@@ -924,6 +928,7 @@ impl Engine {
                 &pool.key.1,
                 &config.version,
             ),
+            version: config.version.clone(),
         };
         // Like Lambda's INIT_START line; it also records which interpreter actually serves the runtime id.
         let runtime_version = match family {

@@ -111,6 +111,8 @@ impl Engine {
             replay_of: None,
             memoized: false,
             memo_byte_seconds: None,
+            phase: None,
+            shutdown_reason: None,
         };
         self.sinks.record(record, Some(document));
     }

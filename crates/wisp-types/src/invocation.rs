@@ -75,6 +75,13 @@ pub struct InvocationRecord {
     /// the cache entry.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub memo_byte_seconds: Option<u64>,
+    /// What ran when it was not an invocation: `shutdown` for a runtime's shutdown hook, run when its
+    /// instance was stopped (`invocation_type` is then `Shutdown`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub phase: Option<String>,
+    /// For a shutdown hook's run: why the instance was stopped (`spindown`, `timeout`, `failure`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub shutdown_reason: Option<String>,
 }
 
 fn one() -> u32 {
@@ -108,6 +115,18 @@ pub fn report_line(record: &InvocationRecord) -> String {
             init_us as f64 / 1000.0
         ));
     }
+    if let Some(phase) = &record.phase {
+        line.push_str(&format!("\tPhase: {phase}"));
+        if let Some(reason) = &record.shutdown_reason {
+            line.push_str(&format!("\tReason: {reason}"));
+        }
+        // A phase cut off at its limit says so, as Lambda's init REPORT lines do.
+        match record.status {
+            InvocationStatus::TimedOut => line.push_str("\tStatus: timeout"),
+            InvocationStatus::Failed => line.push_str("\tStatus: error"),
+            _ => {}
+        }
+    }
     line.push('\t');
     line
 }
@@ -115,6 +134,62 @@ pub fn report_line(record: &InvocationRecord) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shutdown_hook_report_names_its_phase_reason_and_cut_off() {
+        let record = |status, phase: Option<&str>| InvocationRecord {
+            request_id: "r".into(),
+            account: "000000000000".into(),
+            function_name: "f".into(),
+            version: "1".into(),
+            invocation_type: "Shutdown".into(),
+            status,
+            error_type: None,
+            started_ms: 0,
+            duration_us: 1_500,
+            billed_duration_ms: 2,
+            init_duration_us: None,
+            memory_size_mb: 128,
+            max_memory_used_mb: 20,
+            cold_start: false,
+            attempts: 1,
+            enqueued_ms: None,
+            queue_delay_us: None,
+            result: None,
+            idempotency_key: None,
+            replay_of: None,
+            memoized: false,
+            memo_byte_seconds: None,
+            phase: phase.map(str::to_string),
+            shutdown_reason: phase.map(|_| "spindown".to_string()),
+        };
+        let base = "REPORT RequestId: r\tDuration: 1.50 ms\tBilled Duration: 2 ms\tMemory Size: 128 MB\tMax Memory Used: 20 MB";
+        for (status, phase, expected) in [
+            (InvocationStatus::Succeeded, None, format!("{base}\t")),
+            (InvocationStatus::TimedOut, None, format!("{base}\t")),
+            (
+                InvocationStatus::Succeeded,
+                Some("shutdown"),
+                format!("{base}\tPhase: shutdown\tReason: spindown\t"),
+            ),
+            (
+                InvocationStatus::TimedOut,
+                Some("shutdown"),
+                format!("{base}\tPhase: shutdown\tReason: spindown\tStatus: timeout\t"),
+            ),
+            (
+                InvocationStatus::Failed,
+                Some("shutdown"),
+                format!("{base}\tPhase: shutdown\tReason: spindown\tStatus: error\t"),
+            ),
+        ] {
+            assert_eq!(
+                report_line(&record(status, phase)),
+                expected,
+                "{status:?} {phase:?}"
+            );
+        }
+    }
 
     #[test]
     fn billing_rounds_up_to_the_millisecond() {
