@@ -15,6 +15,12 @@
 // `awslambda.HttpResponseStream.from(stream, metadata)` writes the JSON metadata prelude and the
 // eight NUL bytes that Lambda's HTTP integrations read.
 //
+// Shutdown hooks (Wisp's own, see docs/SHUTDOWN.md): a function registers
+// `globalThis.wisp.onShutdown(async (reason) => {...})`; when the instance is stopped the runtime
+// gets SIGTERM, reads the reason (`spindown`, `timeout` or `failure`) and deadline from the Runtime
+// API's `/runtime/wisp/shutdown`, awaits every hook in order, says `/runtime/wisp/shutdown/done`
+// and exits 0. Without hooks it exits at once.
+//
 // Differences from Lambda's runtime, on purpose:
 // - a callback's result is posted as soon as the callback is called (as if
 //   `context.callbackWaitsForEmptyEventLoop` were false), instead of waiting for the event
@@ -59,6 +65,21 @@ globalThis.awslambda = {
       return stream;
     }
   },
+};
+
+// Wisp's own global: shutdown hooks, run in the order they were registered.
+const shutdownHooks = [];
+globalThis.wisp = {
+  // Registers `hook(reason)` (it may be async: it is awaited) to run when the instance is stopped.
+  onShutdown(hook) {
+    if (typeof hook !== 'function') {
+      throw new TypeError(`wisp.onShutdown expects a function, got ${typeof hook}`);
+    }
+    shutdownHooks.push(hook);
+    return hook;
+  },
+  // While hooks run: when the runtime will be killed, in milliseconds since the epoch.
+  shutdownDeadlineMs: undefined,
 };
 
 class RuntimeClient {
@@ -529,6 +550,40 @@ async function invokeStreaming(client, handler, event, headers, requestId) {
   await done;
 }
 
+// Runs the registered shutdown hooks, each awaited, between the Runtime API's notice and done.
+async function runShutdownHooks(address) {
+  if (shutdownHooks.length === 0) {
+    return;
+  }
+  // A connection of its own: the runtime's one may be waiting for the next invocation.
+  const client = new RuntimeClient(address);
+  let notice = { reason: 'spindown' };
+  try {
+    const response = await client.request('POST', `${RUNTIME_PREFIX}/wisp/shutdown`, '');
+    if (response.status === 200) {
+      notice = JSON.parse(response.body);
+    } else {
+      writeLog(`Runtime API refused POST ${RUNTIME_PREFIX}/wisp/shutdown (${response.status}): ${response.body}`);
+    }
+  } catch (error) {
+    writeLog(`bootstrap: cannot read the shutdown notice: ${error.message}`);
+  }
+  globalThis.wisp.shutdownDeadlineMs = notice.deadlineMs;
+  currentRequestId = notice.requestId;
+  let failedType;
+  for (const hook of shutdownHooks) {
+    try {
+      await hook(notice.reason);
+    } catch (error) {
+      const body = errorBody(error);
+      writeLog(`${new Date().toISOString()}\t${currentRequestId}\tERROR\tShutdown hook failed \t${JSON.stringify(body)}`);
+      failedType = failedType || body.errorType;
+    }
+  }
+  const done = failedType ? JSON.stringify({ errorType: failedType }) : '';
+  await client.request('POST', `${RUNTIME_PREFIX}/wisp/shutdown/done`, done).catch(() => {});
+}
+
 async function main() {
   const address = process.env.AWS_LAMBDA_RUNTIME_API;
   if (!address) {
@@ -560,6 +615,16 @@ async function main() {
     if (currentInvocation) {
       currentInvocation.settle(undefined, null);
     }
+  });
+
+  // Pid 1 of its sandbox sees SIGTERM only because this handler exists.
+  let stopping = false;
+  process.on('SIGTERM', () => {
+    if (stopping) {
+      return;
+    }
+    stopping = true;
+    runShutdownHooks(address).finally(() => process.exit(0));
   });
 
   let handler;

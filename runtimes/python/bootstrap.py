@@ -11,6 +11,12 @@ only the standard library and keeps imports small: it talks HTTP/1.1 over one pe
 socket itself rather than through `http.client`, which pulls in `email` and `ssl` and
 roughly doubles the interpreter's start time. `traceback` and `logging` are imported only
 when they are needed.
+
+Shutdown hooks (Wisp's own, see docs/SHUTDOWN.md): the function does `import wisp` (a module
+this runtime provides, no packaging needed) and `wisp.on_shutdown(fn)`. When the instance is
+stopped the runtime gets SIGTERM, reads the reason (`spindown`, `timeout` or `failure`) and the
+deadline from the Runtime API's `/runtime/wisp/shutdown`, calls every `fn(reason)` in order,
+says `/runtime/wisp/shutdown/done` and exits 0. Without hooks it exits at once.
 """
 
 import json
@@ -18,6 +24,9 @@ import os
 import socket
 import sys
 import time
+
+# The C module behind `signal`, which would also import `enum` wrappers: nothing else is needed here.
+import _signal
 
 RUNTIME_PREFIX = "/2018-06-01/runtime"
 
@@ -457,12 +466,105 @@ def _routed_handler(client, routed, default, headers):
     return routed[spec]
 
 
+_shutdown_hooks = []
+_wisp_module = None
+
+
+def _make_wisp_module():
+    """The `wisp` module functions import: shutdown hooks, without packaging anything."""
+    module = type(sys)("wisp")
+    module.__doc__ = "Wisp's runtime helpers: shutdown hooks (see docs/SHUTDOWN.md)."
+
+    def on_shutdown(hook):
+        """Register `hook(reason)` to run when this instance is stopped; returns `hook`, so it also
+        works as a decorator. `reason` is "spindown", "timeout" or "failure"."""
+        if not callable(hook):
+            raise TypeError("wisp.on_shutdown expects a callable, got %r" % (hook,))
+        _shutdown_hooks.append(hook)
+        return hook
+
+    def remaining_shutdown_time_in_millis():
+        """While hooks run: milliseconds left before the runtime is killed (None otherwise)."""
+        deadline = module.shutdown_deadline_ms
+        return None if deadline is None else max(0, int(deadline - time.time() * 1000))
+
+    module.on_shutdown = on_shutdown
+    module.remaining_shutdown_time_in_millis = remaining_shutdown_time_in_millis
+    module.shutdown_deadline_ms = None
+    global _wisp_module
+    _wisp_module = module
+    return module
+
+
+def _run_shutdown_hooks(address):
+    """Ask for the shutdown notice, call every hook with its reason, and say when they are done."""
+    # A connection of its own: the runtime's one may be in the middle of a request.
+    client = RuntimeClient(address)
+    reason, deadline_ms, request_id = "spindown", None, ""
+    try:
+        status, _, body = client.request("POST", RUNTIME_PREFIX + "/wisp/shutdown")
+        if status == 200:
+            notice = json.loads(body)
+            reason = notice.get("reason", reason)
+            deadline_ms = notice.get("deadlineMs")
+            request_id = notice.get("requestId", "")
+        else:
+            _log("Runtime API refused POST /runtime/wisp/shutdown (%d): %s" % (status, body.decode("utf-8", "replace")))
+    except (RuntimeApiError, OSError, ValueError) as error:
+        _log("bootstrap: cannot read the shutdown notice: %s" % error)
+    _wisp_module.shutdown_deadline_ms = deadline_ms
+    _RequestIdFilter.request_id = request_id
+    _install_logging_if_used()
+    failed_type = None
+    for hook in list(_shutdown_hooks):
+        try:
+            hook(reason)
+        except Exception as error:
+            _log_error(
+                {
+                    "errorMessage": str(error),
+                    "errorType": type(error).__name__,
+                    "requestId": request_id,
+                    "stackTrace": _stack_trace(error.__traceback__),
+                }
+            )
+            failed_type = failed_type or type(error).__name__
+    done = json.dumps({"errorType": failed_type}).encode("utf-8") if failed_type else b""
+    try:
+        client.request("POST", RUNTIME_PREFIX + "/wisp/shutdown/done", done)
+    except (RuntimeApiError, OSError):
+        pass
+
+
+def _install_shutdown_handler(address):
+    """On SIGTERM run the hooks, then exit 0. As pid 1 of its sandbox this process sees SIGTERM
+    only because the handler exists; it runs in the main thread, between two bytecodes of whatever
+    was running (a wait for the next invocation, or a handler that timed out)."""
+
+    def on_sigterm(signum, frame):
+        _signal.signal(_signal.SIGTERM, _signal.SIG_IGN)
+        try:
+            if _shutdown_hooks:
+                _run_shutdown_hooks(address)
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except (OSError, ValueError):
+                    pass
+            os._exit(0)
+
+    _signal.signal(_signal.SIGTERM, on_sigterm)
+
+
 def main():
     address = os.environ.get("AWS_LAMBDA_RUNTIME_API")
     if not address:
         sys.stderr.write("bootstrap: AWS_LAMBDA_RUNTIME_API is not set\n")
         return 1
     client = RuntimeClient(address)
+    sys.modules["wisp"] = _make_wisp_module()
+    _install_shutdown_handler(address)
 
     task_root = os.environ.get("LAMBDA_TASK_ROOT", "/var/task")
     runtime_dir = os.path.dirname(os.path.abspath(__file__))
