@@ -271,6 +271,66 @@ def test_runtime_ignoring_sigterm_is_killed_after_the_grace_period(server_factor
     assert [record.get("phase") for record in records_of(server, name)] == [None]
 
 
+# A custom runtime that uses the Runtime API's shutdown routes itself, as docs/SHUTDOWN.md describes.
+CUSTOM_RUNTIME = """
+import json
+import os
+import signal
+import urllib.error
+import urllib.request
+
+api = "http://%s/2018-06-01/runtime/" % os.environ["AWS_LAMBDA_RUNTIME_API"]
+
+
+def post(path, body=b""):
+    try:
+        with urllib.request.urlopen(urllib.request.Request(api + path, data=body, method="POST")) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def on_sigterm(signum, frame):
+    status, body = post("wisp/shutdown/done")
+    print("done before the notice: %d %s" % (status, json.loads(body)["errorType"]), flush=True)
+    status, body = post("wisp/shutdown")
+    notice = json.loads(body)
+    print("custom notice: %d %s %s %d" % (status, notice["reason"], notice["requestId"], notice["deadlineMs"]), flush=True)
+    post("wisp/shutdown/done", json.dumps({"errorType": "CustomCleanupError"}).encode())
+    os._exit(0)
+
+
+signal.signal(signal.SIGTERM, on_sigterm)
+status, body = post("wisp/shutdown")
+print("notice outside a stop: %d %s" % (status, json.loads(body)["errorType"]), flush=True)
+while True:
+    with urllib.request.urlopen(api + "invocation/next") as response:
+        request_id = response.headers["Lambda-Runtime-Aws-Request-Id"]
+    post("invocation/%s/response" % request_id, b'"custom"')
+"""
+
+
+def test_custom_runtime_uses_the_shutdown_routes_and_reports_a_failed_hook(idle_server):
+    client = idle_server.client()
+    name = unique_name("custom-hook")
+    code = zip_files({"bootstrap": ("#!/bin/sh\nexec python3 /var/task/runtime.py\n", 0o755), "runtime.py": CUSTOM_RUNTIME})
+    create(client, name, code, runtime=PROVIDED_RUNTIME, handler="unused")
+    before_ms = time.time() * 1000
+    assert invoke(client, name, {})[1] == "custom"
+    record = shutdown_record(idle_server, name)
+    assert record["status"] == "failed" and record["error_type"] == "CustomCleanupError", record
+    assert record["shutdown_reason"] == "spindown"
+    logs = wisp_logs(idle_server, name)
+    assert "notice outside a stop: 409 InstanceNotStopping" in logs, logs
+    lines = hook_lines(logs, record["request_id"])
+    assert "done before the notice: 409 ShutdownHookNotStarted" in lines, lines
+    notice = next(line for line in lines if line.startswith("custom notice: "))
+    status, reason, request_id, deadline_ms = notice.split()[2:]
+    assert (status, reason, request_id) == ("200", "spindown", record["request_id"]), notice
+    assert before_ms < int(deadline_ms) < time.time() * 1000 + GRACE_SECONDS * 1000, notice
+    assert lines[-1].endswith("\tStatus: error\t"), lines
+
+
 # --- batching across invocations, flushed on shutdown (examples/batching-python) ---------------
 
 
