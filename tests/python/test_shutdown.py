@@ -6,6 +6,7 @@ The batching tests need PostgreSQL on 127.0.0.1:5432 (trust auth), `slirp4netns`
 """
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -388,7 +389,7 @@ def send_rows(client, name, batch, count):
         assert payload["buffered"] >= 0, payload
 
 
-@pytest.mark.parametrize("how", ["idle scale-in", "server stop"])
+@pytest.mark.parametrize("how", ["idle scale-in", "server SIGTERM", "server SIGINT"])
 def test_batched_rows_are_all_written_on_scale_in_and_on_server_stop(server_factory, rows_table, batching_zip, how):
     idle = "2" if how == "idle scale-in" else "300"
     server = server_factory("batching", ["--function-network", "egress", "--idle-timeout", idle])
@@ -408,8 +409,8 @@ def test_batched_rows_are_all_written_on_scale_in_and_on_server_stop(server_fact
         record = shutdown_record(server, name)
         assert record["shutdown_reason"] == "spindown", record
     else:
-        server.stop()
-        assert server.process.returncode == 0, server.log_tail()
+        server.process.send_signal(signal.SIGTERM if how == "server SIGTERM" else signal.SIGINT)
+        assert server.process.wait(timeout=30) == 0, server.log_tail()
         assert stored_seqs(rows_table, batch) == list(range(25))
         # The hook's record and log lines were written before the server exited.
         server.start()
