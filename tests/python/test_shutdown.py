@@ -272,6 +272,39 @@ def test_runtime_ignoring_sigterm_is_killed_after_the_grace_period(server_factor
     assert [record.get("phase") for record in records_of(server, name)] == [None]
 
 
+# A streamed response over the buffered limit leaves the instance unusable while its runtime lives on:
+# it is replaced, and its hook is told `failure`. The hook then fails too.
+NODE_FAILING = """
+wisp.onShutdown(async (reason) => {
+  console.log(`node hook told: reason=${reason}`);
+  throw new TypeError('cleanup went wrong');
+});
+
+exports.handler = awslambda.streamifyResponse(async (event, responseStream) => {
+  const chunk = 'x'.repeat(1024 * 1024);
+  for (let i = 0; i < 7; i++) {
+    responseStream.write(chunk);
+  }
+  responseStream.end();
+});
+"""
+
+
+def test_hook_of_an_instance_replaced_after_a_failure_gets_reason_failure_and_its_error_is_recorded(idle_server):
+    client = idle_server.client()
+    name = unique_name("node-failure")
+    create(client, name, zip_files({"index.js": NODE_FAILING}), runtime=NODE_RUNTIME, handler="index.handler")
+    _, payload = invoke(client, name, {})
+    assert payload["errorType"] == "Function.ResponseSizeTooLarge", payload
+    record = shutdown_record(idle_server, name)
+    assert record["shutdown_reason"] == "failure", record
+    assert record["status"] == "failed" and record["error_type"] == "TypeError", record
+    lines = hook_lines(wisp_logs(idle_server, name), record["request_id"])
+    assert any(line.endswith("node hook told: reason=failure") for line in lines), lines
+    assert any("Shutdown hook failed" in line and "cleanup went wrong" in line for line in lines), lines
+    assert lines[-1].endswith("\tStatus: error\t"), lines
+
+
 # A custom runtime that uses the Runtime API's shutdown routes itself, as docs/SHUTDOWN.md describes.
 CUSTOM_RUNTIME = """
 import json
