@@ -144,6 +144,15 @@ def stop_events(server, name):
     return [event for event in json.loads(body)["Events"] if event["Resource"].split(":")[6] == name]
 
 
+def stop_reasons(server, name, timeout=10):
+    """The `Reason` of the function's InstanceStopped events, once there is one (they are written in
+    the background, possibly after the instance is gone)."""
+    deadline = time.time() + timeout
+    while not stop_events(server, name) and time.time() < deadline:
+        time.sleep(0.05)
+    return [event["Reason"] for event in stop_events(server, name)]
+
+
 @pytest.fixture(scope="module")
 def idle_server(server_factory):
     """Instances are stopped one second after their last invocation."""
@@ -181,7 +190,7 @@ def test_python_hook_runs_on_idle_scale_in_with_reason_spindown_and_is_metered(i
     assert "Status:" not in lines[-1]
 
     # The lifecycle event keeps the detailed reason.
-    assert [event["Reason"] for event in stop_events(idle_server, name)] == ["idle"]
+    assert stop_reasons(idle_server, name) == ["idle"]
 
 
 def test_node_async_hook_is_awaited_before_the_runtime_exits(idle_server):
@@ -206,8 +215,7 @@ def test_function_without_a_hook_stops_at_once_and_writes_no_hook_record(idle_se
     assert invoke(client, name, {})[1] == 1
     assert function_processes(name)
     assert wait_for_no_processes(name, timeout=20) == []
-    stopped = stop_events(idle_server, name)
-    assert [event["Reason"] for event in stopped] == ["idle"]
+    assert stop_reasons(idle_server, name) == ["idle"]
     time.sleep(0.5)
     assert [record.get("phase") for record in records_of(idle_server, name)] == [None]
     assert "Phase: shutdown" not in wisp_logs(idle_server, name)
@@ -225,7 +233,7 @@ def test_hook_after_a_timeout_gets_reason_timeout(idle_server):
     assert any(line.startswith("python hook ran: reason=timeout") for line in lines), lines
     # The timed-out instance is gone long before a 30 s handler would have finished.
     assert wait_for_no_processes(name, timeout=GRACE_SECONDS + 3) == []
-    assert [event["Reason"] for event in stop_events(idle_server, name)] == ["failed"]
+    assert stop_reasons(idle_server, name) == ["failed"]
 
 
 def test_overrunning_hook_is_cut_off_at_the_grace_period_and_reported(idle_server):
