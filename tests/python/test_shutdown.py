@@ -193,6 +193,20 @@ def test_python_hook_runs_on_idle_scale_in_with_reason_spindown_and_is_metered(i
     assert stop_reasons(idle_server, name) == ["idle"]
 
 
+def test_redeploy_runs_the_old_instances_hook_with_reason_spindown(server_factory):
+    server = server_factory("shutdown-redeploy", ["--shutdown-grace", str(GRACE_SECONDS)])
+    client = server.client()
+    name = unique_name("py-redeploy")
+    create(client, name, python_zip(PYTHON_HOOK))
+    assert invoke(client, name, {})[1] == {"ok": True}
+    client.update_function_code(FunctionName=name, ZipFile=python_zip(PYTHON_HOOK.replace('"ok": True', '"ok": 2')))
+    wait_until_ready(client, name)
+    record = shutdown_record(server, name)
+    assert record["shutdown_reason"] == "spindown" and record["status"] == "succeeded", record
+    assert stop_reasons(server, name) == ["function changed"]
+    assert invoke(client, name, {})[1] == {"ok": 2}
+
+
 def test_node_async_hook_is_awaited_before_the_runtime_exits(idle_server):
     client = idle_server.client()
     name = unique_name("node-hook")
