@@ -53,7 +53,7 @@ pub struct Instance {
     account: String,
     resource: String,
     /// What stopping the instance needs: the Runtime API's shutdown extension and what meters a hook.
-    hook: shutdown::HookContext,
+    shutdown: shutdown::ShutdownContext,
 }
 
 /// Where a streaming invocation's response chunks go, in order, as the function produces them.
@@ -163,7 +163,7 @@ impl Instance {
             sinks,
             account: spec.account.clone(),
             resource: spec.resource.clone(),
-            hook: shutdown::HookContext::new(channel.shutdown, &spec),
+            shutdown: shutdown::ShutdownContext::new(channel.shutdown, &spec),
         }))
     }
 

@@ -22,7 +22,7 @@ use super::{Instance, InstanceSpec, unix_ms};
 
 /// What stopping an instance needs besides the process: its Runtime API's shutdown extension and
 /// what a hook's record names.
-pub(super) struct HookContext {
+pub(super) struct ShutdownContext {
     handle: ShutdownHandle,
     function: String,
     version: String,
@@ -31,9 +31,9 @@ pub(super) struct HookContext {
     timed_out: AtomicBool,
 }
 
-impl HookContext {
-    pub(super) fn new(handle: ShutdownHandle, spec: &InstanceSpec) -> HookContext {
-        HookContext {
+impl ShutdownContext {
+    pub(super) fn new(handle: ShutdownHandle, spec: &InstanceSpec) -> ShutdownContext {
+        ShutdownContext {
             handle,
             function: spec.function.clone(),
             version: spec.version.clone(),
@@ -70,7 +70,7 @@ impl Instance {
     /// An invocation ran out of time. A runtime that handles SIGTERM stays alive until the stop that
     /// follows, which gives its hook the reason `timeout`; any other is killed now, as Lambda kills it.
     pub(super) fn after_timeout(&self) {
-        self.hook.timed_out.store(true, Ordering::Relaxed);
+        self.shutdown.timed_out.store(true, Ordering::Relaxed);
         if !self.catches_sigterm() {
             self.kill(Signal::SIGKILL);
         }
@@ -78,13 +78,13 @@ impl Instance {
 
     /// Announces the stop to the runtime and starts collecting what it writes for the hook's log.
     pub(super) fn begin_shutdown(&self, grace: Duration, detail: &str) -> ShutdownRun {
-        let reason = lambda_reason(detail, self.hook.timed_out.load(Ordering::Relaxed));
+        let reason = lambda_reason(detail, self.shutdown.timed_out.load(Ordering::Relaxed));
         let notice = ShutdownNotice {
             reason,
             deadline_ms: unix_ms() + grace.as_millis() as u64,
             request_id: crate::request_id().to_string(),
         };
-        self.hook.handle.announce(notice.clone());
+        self.shutdown.handle.announce(notice.clone());
         {
             let mut capture = self
                 .capture
@@ -95,7 +95,7 @@ impl Instance {
         }
         ShutdownRun {
             notice,
-            phase: self.hook.handle.phase(),
+            phase: self.shutdown.handle.phase(),
             grace,
         }
     }
@@ -133,7 +133,7 @@ impl Instance {
         let phase = run.phase.borrow().clone();
         let (started, ended, error_type, cut_off) = match phase {
             HookPhase::NotStarted => {
-                self.sinks.log(&self.account, &self.hook.function, text);
+                self.sinks.log(&self.account, &self.shutdown.function, text);
                 return;
             }
             // A runtime may end its hook by exiting instead of saying so.
@@ -170,8 +170,8 @@ impl Instance {
         let record = InvocationRecord {
             request_id: request_id.clone(),
             account: self.account.clone(),
-            function_name: self.hook.function.clone(),
-            version: self.hook.version.clone(),
+            function_name: self.shutdown.function.clone(),
+            version: self.shutdown.version.clone(),
             invocation_type: "Shutdown".to_string(),
             status,
             error_type,
@@ -179,7 +179,7 @@ impl Instance {
             duration_us,
             billed_duration_ms: billed_milliseconds(duration_us),
             init_duration_us: None,
-            memory_size_mb: self.hook.memory_mb,
+            memory_size_mb: self.shutdown.memory_mb,
             max_memory_used_mb: max_memory_bytes
                 .map(|bytes| bytes.div_ceil(1024 * 1024) as u32)
                 .unwrap_or(0),
@@ -197,7 +197,7 @@ impl Instance {
         };
         let mut log_text = format!(
             "START RequestId: {request_id} Version: {} Phase: shutdown Reason: {}\n",
-            self.hook.version,
+            self.shutdown.version,
             run.notice.reason.as_str()
         )
         .into_bytes();
@@ -215,7 +215,8 @@ impl Instance {
         log_text.extend_from_slice(
             format!("END RequestId: {request_id}\n{}\n", report_line(&record)).as_bytes(),
         );
-        self.sinks.log(&self.account, &self.hook.function, log_text);
+        self.sinks
+            .log(&self.account, &self.shutdown.function, log_text);
         self.sinks.record(record, None);
     }
 }
