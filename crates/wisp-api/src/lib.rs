@@ -6,6 +6,7 @@
 //! No business rule lives here: validation of values is the control plane's, invocation is the engine's.
 
 pub mod auth;
+mod bus;
 mod event_config;
 mod events;
 mod lambda;
@@ -52,6 +53,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .merge(receipts::routes())
         .merge(events::routes())
         .merge(signature::routes())
+        .merge(bus::routes())
         .fallback(unknown_route)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -12,12 +12,15 @@
 //! `layer/…` and `layerver/…` → layers and their versions (see [`layers`]).
 
 pub mod compat;
+pub mod admission;
+pub mod bus;
 pub mod event_config;
 pub mod hooks;
 pub mod idempotency;
 pub mod layers;
 pub mod lifecycle;
 pub mod memoization;
+pub mod pattern;
 pub mod provisioned;
 pub mod receipts;
 pub mod runtimes;
@@ -154,6 +157,7 @@ pub struct ControlPlane {
     /// cannot both pass the conflict check.
     provisioned_changes: tokio::sync::Mutex<()>,
     lifecycle: lifecycle::Recorder,
+    admission: admission::Admission,
 }
 
 fn function_key(account: &AccountId, name: &str) -> String {
@@ -194,6 +198,17 @@ pub fn lambda_timestamp(time: chrono::DateTime<chrono::Utc>) -> String {
     time.format("%Y-%m-%dT%H:%M:%S%.3f+0000").to_string()
 }
 
+/// Refuses to store a change approved by admission hooks against an older revision.
+fn check_admitted(config: &FunctionConfiguration, admitted: Option<&str>) -> Result<(), ApiError> {
+    match admitted {
+        Some(revision) if revision != config.revision_id => Err(ApiError::conflict(format!(
+            "{} changed while admission hooks were deciding; retry",
+            config.function_name
+        ))),
+        _ => Ok(()),
+    }
+}
+
 fn new_revision_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
@@ -223,6 +238,7 @@ impl ControlPlane {
             provisioned_changes: tokio::sync::Mutex::new(()),
             receipt_keys: receipts::ReceiptKeys::default(),
             lifecycle: Default::default(),
+            admission: Default::default(),
         }
     }
 
@@ -380,6 +396,10 @@ impl ControlPlane {
             )));
         }
         let (layers, layer_digests) = self.resolve_function_layers(account, &input.layers).await?;
+        let hooks = self
+            .hooks_for(account, lifecycle::EventType::FunctionCreated, &input.name)
+            .await?;
+        let for_hooks = hooks.as_ref().map(|_| input.zip.clone());
         let (code_digest, code_sha256, code_size) =
             self.store_code(&input.runtime, input.zip).await?;
         self.check_unzipped_total(&code_digest, &layer_digests)
@@ -408,6 +428,25 @@ impl ControlPlane {
             architectures: vec!["x86_64".into()],
             layers,
         };
+        if let (Some(hooks), Some(zip)) = (hooks, for_hooks) {
+            let facts = tokio::task::spawn_blocking(move || admission::code_facts(&zip))
+                .await
+                .map_err(|error| {
+                    ApiError::internal(format!("hashing the code failed: {error}"))
+                })??;
+            self.ask_hooks(
+                account,
+                hooks,
+                admission::Proposal {
+                    kind: lifecycle::EventType::FunctionCreated,
+                    resource: config.function_arn.clone(),
+                    before: None,
+                    after: lifecycle::snapshot(&config),
+                    code: Some(facts),
+                },
+            )
+            .await?;
+        }
         let function = StoredFunction {
             latest: StoredVersion {
                 config: config.clone(),
@@ -588,10 +627,42 @@ impl ControlPlane {
         revision_id: Option<String>,
     ) -> Result<FunctionConfiguration, ApiError> {
         let (current, _) = self.load_function(account, name).await?;
+        let hooks = self
+            .hooks_for(account, lifecycle::EventType::FunctionCodeUpdated, name)
+            .await?;
+        let for_hooks = hooks.as_ref().map(|_| zip.clone());
         let (code_digest, code_sha256, code_size) =
             self.store_code(&current.latest.config.runtime, zip).await?;
         self.check_unzipped_total(&code_digest, &current.latest.layer_digests)
             .await?;
+        // Hooks approve the change against the configuration read above; if another change lands
+        // before this one is stored, the approval does not carry over.
+        let admitted_revision = match (hooks, for_hooks) {
+            (Some(hooks), Some(zip)) => {
+                let facts = tokio::task::spawn_blocking(move || admission::code_facts(&zip))
+                    .await
+                    .map_err(|error| {
+                        ApiError::internal(format!("hashing the code failed: {error}"))
+                    })??;
+                let mut after = current.latest.config.clone();
+                after.code_sha256 = code_sha256.clone();
+                after.code_size = code_size;
+                self.ask_hooks(
+                    account,
+                    hooks,
+                    admission::Proposal {
+                        kind: lifecycle::EventType::FunctionCodeUpdated,
+                        resource: current.latest.config.function_arn.clone(),
+                        before: lifecycle::snapshot(&current.latest.config),
+                        after: lifecycle::snapshot(&after),
+                        code: Some(facts),
+                    },
+                )
+                .await?;
+                Some(current.latest.config.revision_id.clone())
+            }
+            _ => None,
+        };
         let mut before = None;
         let config = self
             .modify_function(account, name, |function| {
@@ -600,6 +671,7 @@ impl ControlPlane {
                     revision_id.as_deref(),
                     "function",
                 )?;
+                check_admitted(&function.latest.config, admitted_revision.as_deref())?;
                 before = lifecycle::snapshot(&function.latest.config);
                 let latest = &mut function.latest;
                 latest.code_digest = code_digest.clone();
@@ -654,9 +726,7 @@ impl ControlPlane {
             }
             None => None,
         };
-        let mut before = None;
-        let config = self.modify_function(account, name, |function| {
-            before = lifecycle::snapshot(&function.latest.config);
+        let apply = |function: &mut StoredFunction| -> Result<FunctionConfiguration, ApiError> {
             if let Some((layers, digests, checked_code)) = &layers {
                 // The size check above was made against this code.
                 if &function.latest.code_digest != checked_code {
@@ -668,7 +738,11 @@ impl ControlPlane {
                 function.latest.layer_digests = digests.clone();
             }
             let config = &mut function.latest.config;
-            check_revision(&config.revision_id, update.revision_id.as_deref(), "function")?;
+            check_revision(
+                &config.revision_id,
+                update.revision_id.as_deref(),
+                "function",
+            )?;
             if let Some(runtime) = &update.runtime {
                 let old_family = RuntimeCatalog::family(&config.runtime)?;
                 if RuntimeCatalog::family(runtime)? != old_family {
@@ -702,8 +776,39 @@ impl ControlPlane {
             }
             touch(config);
             Ok(config.clone())
-        })
-        .await?;
+        };
+        let kind = lifecycle::EventType::FunctionConfigurationUpdated;
+        let admitted_revision = match self.hooks_for(account, kind, name).await? {
+            Some(hooks) => {
+                let (mut proposed, _) = self.load_function(account, name).await?;
+                let before = lifecycle::snapshot(&proposed.latest.config);
+                let revision = proposed.latest.config.revision_id.clone();
+                let resource = proposed.latest.config.function_arn.clone();
+                let after = apply(&mut proposed)?;
+                self.ask_hooks(
+                    account,
+                    hooks,
+                    admission::Proposal {
+                        kind,
+                        resource,
+                        before,
+                        after: lifecycle::snapshot(&after),
+                        code: None,
+                    },
+                )
+                .await?;
+                Some(revision)
+            }
+            None => None,
+        };
+        let mut before = None;
+        let config = self
+            .modify_function(account, name, |function| {
+                check_admitted(&function.latest.config, admitted_revision.as_deref())?;
+                before = lifecycle::snapshot(&function.latest.config);
+                apply(function)
+            })
+            .await?;
         self.announce(
             account,
             lifecycle::EventType::FunctionConfigurationUpdated,
@@ -723,6 +828,36 @@ impl ControlPlane {
         description: Option<String>,
         revision_id: Option<String>,
     ) -> Result<FunctionConfiguration, ApiError> {
+        let kind = lifecycle::EventType::VersionPublished;
+        let mut admitted_revision = None;
+        if let Some(hooks) = self.hooks_for(account, kind, name).await? {
+            let (current, _) = self.load_function(account, name).await?;
+            let unchanged = current.last_published > 0
+                && current.published_from_revision.as_deref()
+                    == Some(current.latest.config.revision_id.as_str());
+            if !unchanged {
+                let number = (current.last_published + 1).to_string();
+                let mut after = current.latest.config.clone();
+                after.function_arn = qualified_arn(&self.options.region, account, name, &number);
+                after.version = number;
+                if let Some(description) = &description {
+                    after.description = description.clone();
+                }
+                self.ask_hooks(
+                    account,
+                    hooks,
+                    admission::Proposal {
+                        kind,
+                        resource: after.function_arn.clone(),
+                        before: None,
+                        after: lifecycle::snapshot(&after),
+                        code: None,
+                    },
+                )
+                .await?;
+                admitted_revision = Some(current.latest.config.revision_id);
+            }
+        }
         // Reserve the number first: a crash after this leaves a gap in numbering, never a reused number.
         let reserved = self
             .modify_function(account, name, |function| {
@@ -731,6 +866,7 @@ impl ControlPlane {
                     revision_id.as_deref(),
                     "function",
                 )?;
+                check_admitted(&function.latest.config, admitted_revision.as_deref())?;
                 if function.last_published > 0
                     && function.published_from_revision.as_deref()
                         == Some(function.latest.config.revision_id.as_str())
@@ -879,6 +1015,21 @@ impl ControlPlane {
                 Ok(())
             }
             None => {
+                let kind = lifecycle::EventType::FunctionDeleted;
+                if let Some(hooks) = self.hooks_for(account, kind, name).await? {
+                    self.ask_hooks(
+                        account,
+                        hooks,
+                        admission::Proposal {
+                            kind,
+                            resource: head.latest.config.function_arn.clone(),
+                            before: lifecycle::snapshot(&head.latest.config),
+                            after: None,
+                            code: None,
+                        },
+                    )
+                    .await?;
+                }
                 // Provisioned concurrency, aliases and versions first, the head last: a crash in between
                 // leaves a function that can be deleted again.
                 for prefix in [

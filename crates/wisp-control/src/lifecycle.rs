@@ -230,6 +230,13 @@ pub(crate) struct Recorder {
     log: OnceLock<Arc<dyn Log>>,
 }
 
+impl Recorder {
+    /// The store's `Log`, also used by the event bus for its topics.
+    pub(crate) fn log(&self) -> Option<&Arc<dyn Log>> {
+        self.log.get()
+    }
+}
+
 impl ControlPlane {
     /// Appends lifecycle events of control-plane changes to `log` from now on.
     pub fn record_lifecycle_to(&self, log: Arc<dyn Log>) {

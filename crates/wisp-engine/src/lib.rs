@@ -5,6 +5,7 @@
 //! invoke path: resolution is cached by the control plane, records and logs are written in the
 //! background by [`sinks`].
 
+pub mod bus;
 pub mod code;
 pub mod events;
 mod hooks;
@@ -171,6 +172,7 @@ pub struct Engine {
     node_runtime_dir: PathBuf,
     log: Arc<dyn Log>,
     queues: events::Queues,
+    bus: bus::Dispatchers,
     idempotency_waiters: idempotency::Waiters,
     /// The engine itself, for the tasks it starts (queue dispatchers).
     me: std::sync::Weak<Engine>,
@@ -202,10 +204,12 @@ impl Engine {
             node_runtime_dir,
             log,
             queues: events::Queues::default(),
+            bus: bus::Dispatchers::default(),
             idempotency_waiters: idempotency::Waiters::default(),
         });
         tokio::spawn(reap_idle(Arc::downgrade(&engine)));
         tokio::spawn(events::resume(Arc::downgrade(&engine)));
+        tokio::spawn(bus::follow_rules(Arc::downgrade(&engine)));
         tokio::spawn(retire_changed(Arc::downgrade(&engine), control.subscribe()));
         tokio::spawn(provisioned::follow_changes(
             Arc::downgrade(&engine),
@@ -977,6 +981,7 @@ impl Engine {
     /// Stops dispatching events and stops every instance (server shutdown). Events not finished stay
     /// in their queues and run again after the next start.
     pub async fn shutdown(&self) {
+        self.bus.stop();
         self.queues.stop();
         self.shutdown_provisioned().await;
         let pools: Vec<Arc<Pool>> = self

@@ -141,6 +141,8 @@ pub async fn run(configuration: Configuration) -> anyhow::Result<()> {
         },
     )
     .context("cannot start the engine")?;
+    // Admission hooks are functions: the control plane asks them through the engine.
+    control.admit_with(engine.hook_invoker());
     let auth = Authenticator::new(kv.clone(), configuration.dev.then(|| root.account.clone()));
     let state = Arc::new(ApiState {
         control,

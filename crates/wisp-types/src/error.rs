@@ -30,6 +30,8 @@ pub enum ErrorCode {
     NoMatchingRoute,
     /// A pre-invocation hook rejected the call.
     InvocationRejected,
+    /// An event-bus rule's pattern is malformed.
+    InvalidEventPattern,
     Service,
 }
 
@@ -56,6 +58,7 @@ impl ErrorCode {
             ErrorCode::InputSchemaViolation => "InputSchemaViolationException",
             ErrorCode::NoMatchingRoute => "NoMatchingRouteException",
             ErrorCode::InvocationRejected => "InvocationRejectedException",
+            ErrorCode::InvalidEventPattern => "InvalidEventPatternException",
             ErrorCode::Service => "ServiceException",
         }
     }
@@ -68,7 +71,8 @@ impl ErrorCode {
             | ErrorCode::InvalidRequestContent
             | ErrorCode::InputSchemaViolation
             | ErrorCode::NoMatchingRoute
-            | ErrorCode::InvocationRejected => 400,
+            | ErrorCode::InvocationRejected
+            | ErrorCode::InvalidEventPattern => 400,
             ErrorCode::CodeStorageExceeded => 400,
             ErrorCode::RequestTooLarge => 413,
             ErrorCode::TooManyRequests => 429,
