@@ -2,6 +2,7 @@
 //! a running server over its HTTP API (signed with SigV4), prints one readable line on error and exits
 //! non-zero. `--output json` prints the server's JSON for scripts.
 
+mod bus;
 mod client;
 mod deploy;
 mod events;
@@ -151,6 +152,21 @@ enum Command {
     Alias {
         #[command(subcommand)]
         command: AliasCommand,
+    },
+    /// Event-bus topics: create, list, delete, publish to, read.
+    Topic {
+        #[command(subcommand)]
+        command: bus::TopicCommand,
+    },
+    /// Event-bus rules: which events of a topic go to which functions.
+    Rule {
+        #[command(subcommand)]
+        command: bus::RuleCommand,
+    },
+    /// Admission hooks: functions that must approve control-plane changes.
+    Admission {
+        #[command(subcommand)]
+        command: bus::AdmissionCommand,
     },
     /// Lifecycle events of the account: control-plane changes and instance starts and stops.
     Events {
@@ -677,6 +693,9 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             count,
             delete,
         } => provisioned(&client, &function, qualifier, count, delete, json_output).await?,
+        Command::Topic { command } => bus::topic(&client, command, json_output).await?,
+        Command::Rule { command } => bus::rule(&client, command, json_output).await?,
+        Command::Admission { command } => bus::admission(&client, command, json_output).await?,
         Command::Events {
             command:
                 EventsCommand::Tail {
