@@ -9,12 +9,15 @@
 //!    and enqueue-to-start latency ([`asynchronous`]);
 //! 5. idempotent invokes (first execution and replay) and memoized ones against plain warm invokes
 //!    ([`idempotency`]);
-//! 6. invokes checked against a 20-field input schema against the same function without one ([`signatures`]).
+//! 6. invokes checked against a 20-field input schema against the same function without one ([`signatures`]);
+//! 7. the event bus: publish → function run latency and throughput against `Event` invokes of the
+//!    same function ([`bus`]).
 //!
 //! Everything runs on loopback; every loop is bounded by a count or a deadline. The server is
 //! started on a free port with a fresh data directory and stopped at the end.
 
 mod asynchronous;
+mod bus;
 mod idempotency;
 mod signatures;
 
@@ -76,7 +79,7 @@ struct Cli {
     /// Events sent one at a time to measure enqueue-to-start latency.
     #[arg(long, default_value_t = 500)]
     latency_events: usize,
-    /// Skip sections: any of latency, cold, throughput, async, idempotency, signatures.
+    /// Skip sections: any of latency, cold, throughput, async, idempotency, signatures, bus.
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
     #[command(subcommand)]
@@ -847,6 +850,9 @@ async fn sections(
     }
     if !skip("signatures") {
         signatures::section(cli, wisp_addr, &noop_zip).await?;
+    }
+    if !skip("bus") {
+        bus::section(cli, wisp_addr, &noop_zip).await?;
     }
     Ok(())
 }

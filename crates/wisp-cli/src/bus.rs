@@ -76,18 +76,29 @@ pub enum AdmissionCommand {
 }
 
 fn print_json(value: &Value) {
-    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
 }
 
 fn topic_path(topic: &str) -> String {
     format!("/wisp/v1/topics/{}", segment(topic))
 }
 
-pub async fn topic(client: &Client, command: TopicCommand, json_output: bool) -> anyhow::Result<()> {
+pub async fn topic(
+    client: &Client,
+    command: TopicCommand,
+    json_output: bool,
+) -> anyhow::Result<()> {
     match command {
         TopicCommand::Create { topic } => {
             let reply = client
-                .call(Method::POST, "/wisp/v1/topics", Some(&json!({ "TopicName": topic })))
+                .call(
+                    Method::POST,
+                    "/wisp/v1/topics",
+                    Some(&json!({ "TopicName": topic })),
+                )
                 .await?
                 .json()?;
             if json_output {
@@ -97,7 +108,10 @@ pub async fn topic(client: &Client, command: TopicCommand, json_output: bool) ->
             }
         }
         TopicCommand::Ls => {
-            let reply = client.call(Method::GET, "/wisp/v1/topics", None).await?.json()?;
+            let reply = client
+                .call(Method::GET, "/wisp/v1/topics", None)
+                .await?
+                .json()?;
             if json_output {
                 print_json(&reply);
             } else {
@@ -112,7 +126,9 @@ pub async fn topic(client: &Client, command: TopicCommand, json_output: bool) ->
             }
         }
         TopicCommand::Rm { topic } => {
-            client.call(Method::DELETE, &topic_path(&topic), None).await?;
+            client
+                .call(Method::DELETE, &topic_path(&topic), None)
+                .await?;
             if !json_output {
                 println!("deleted topic {topic}");
             }
