@@ -30,6 +30,13 @@ KEY = %r
 
 def handler(event, context):
     print("ASKED " + json.dumps({"Type": event["Type"], "Resource": event["Resource"]}))
+    before, after = event["Before"] or {}, event["After"] or {}
+    if event["Type"] == "AliasDeleted" and event["Resource"].endswith(":prod"):
+        return {"allow": False, "reason": "the prod alias is protected"}
+    if event["Type"] == "FunctionDeleted" and before["Environment"]["Variables"].get("protected") == "true":
+        return {"allow": False, "reason": "the function is protected"}
+    if event["Type"] == "FunctionConfigurationUpdated" and after["Timeout"] > 30:
+        return {"allow": False, "reason": "a timeout over 30 s needs review (asked for %%d)" %% after["Timeout"]}
     code = event.get("Code")
     if code is None:
         return {"allow": True}
@@ -202,3 +209,40 @@ def test_the_admission_configuration_is_checked(guarded):
         assert shown["TimeoutSeconds"] == 10
     finally:
         server.wisp_cli("admission", "rm")
+
+
+def test_hooks_guard_configuration_aliases_and_deletion(guarded):
+    server, client, hook, _ = guarded
+    name = support.unique_name("protected")
+    client.create_function(
+        FunctionName=name,
+        Runtime=support.PYTHON_RUNTIME,
+        Role=support.ROLE,
+        Handler="handler.handler",
+        Code={"ZipFile": support.python_zip(answer("p"))},
+        Environment={"Variables": {"protected": "true"}},
+        Publish=True,
+    )
+    client.create_alias(FunctionName=name, Name="prod", FunctionVersion="1")
+    kinds = ["FunctionConfigurationUpdated", "VersionPublished", "AliasUpdated", "AliasDeleted", "FunctionDeleted"]
+    server.wisp_cli("admission", "set", hook, *[argument for kind in kinds for argument in ("--type", kind)])
+    try:
+        # The hook sees the configuration the change would produce.
+        message = refused(client.update_function_configuration, FunctionName=name, Timeout=45)
+        assert "a timeout over 30 s needs review (asked for 45)" in message, message
+        assert client.get_function_configuration(FunctionName=name)["Timeout"] == 3
+        client.update_function_configuration(FunctionName=name, Timeout=20)
+        assert client.publish_version(FunctionName=name)["Version"] == "2"
+        client.update_alias(FunctionName=name, Name="prod", FunctionVersion="2")
+
+        message = refused(client.delete_alias, FunctionName=name, Name="prod")
+        assert "the prod alias is protected" in message and "AliasDeleted" in message, message
+        assert client.get_alias(FunctionName=name, Name="prod")["FunctionVersion"] == "2"
+
+        message = refused(client.delete_function, FunctionName=name)
+        assert "the function is protected" in message, message
+        assert client.get_function(FunctionName=name)["Configuration"]["FunctionName"] == name
+    finally:
+        server.wisp_cli("admission", "rm")
+    client.delete_function(FunctionName=name)
+    support.expect_error("ResourceNotFoundException", 404, client.get_function, FunctionName=name)

@@ -28,11 +28,14 @@ use crate::lifecycle::{EventType, LifecycleEvent, event_time};
 use crate::{ControlPlane, decode, encode, store_error};
 
 /// The change types hooks can be asked about.
-pub const ADMISSIBLE: [EventType; 5] = [
+pub const ADMISSIBLE: [EventType; 8] = [
     EventType::FunctionCreated,
     EventType::FunctionCodeUpdated,
     EventType::FunctionConfigurationUpdated,
     EventType::VersionPublished,
+    EventType::AliasCreated,
+    EventType::AliasUpdated,
+    EventType::AliasDeleted,
     EventType::FunctionDeleted,
 ];
 

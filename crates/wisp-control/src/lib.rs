@@ -1193,6 +1193,21 @@ impl ControlPlane {
                 .filter(|routing| !routing.additional_version_weights.is_empty()),
             revision_id: new_revision_id(),
         };
+        let kind = lifecycle::EventType::AliasCreated;
+        if let Some(hooks) = self.hooks_for(account, kind, name).await? {
+            self.ask_hooks(
+                account,
+                hooks,
+                admission::Proposal {
+                    kind,
+                    resource: config.alias_arn.clone(),
+                    before: None,
+                    after: lifecycle::snapshot(&config),
+                    code: None,
+                },
+            )
+            .await?;
+        }
         let created = self
             .kv
             .put_if_absent(&alias_key(account, name, alias), encode(&config), None)
@@ -1269,6 +1284,52 @@ impl ControlPlane {
                 qualified_arn(&self.options.region, account, name, alias)
             ))
         };
+        let apply = |config: &mut AliasConfiguration| -> Result<AliasConfiguration, ApiError> {
+            if let Some(version) = &input.function_version {
+                config.function_version = version.clone();
+            }
+            if let Some(description) = &input.description {
+                config.description = description.clone();
+            }
+            if let Some(routing) = &input.routing {
+                config.routing_config =
+                    (!routing.additional_version_weights.is_empty()).then(|| routing.clone());
+            }
+            if let Some(routing) = &config.routing_config
+                && routing
+                    .additional_version_weights
+                    .contains_key(&config.function_version)
+            {
+                return Err(ApiError::invalid(
+                    "the alias's version cannot also be its additional version",
+                ));
+            }
+            config.revision_id = new_revision_id();
+            Ok(config.clone())
+        };
+        let kind = lifecycle::EventType::AliasUpdated;
+        let admitted_revision = match self.hooks_for(account, kind, name).await? {
+            Some(hooks) => {
+                let mut proposed = self.get_alias(account, name, alias).await?;
+                let before = lifecycle::snapshot(&proposed);
+                let revision = proposed.revision_id.clone();
+                let after = apply(&mut proposed)?;
+                self.ask_hooks(
+                    account,
+                    hooks,
+                    admission::Proposal {
+                        kind,
+                        resource: after.alias_arn.clone(),
+                        before,
+                        after: lifecycle::snapshot(&after),
+                        code: None,
+                    },
+                )
+                .await?;
+                Some(revision)
+            }
+            None => None,
+        };
         let mut before = None;
         let config = self
             .modify_record(
@@ -1277,28 +1338,15 @@ impl ControlPlane {
                 missing,
                 |config: &mut AliasConfiguration| {
                     check_revision(&config.revision_id, input.revision_id.as_deref(), "alias")?;
-                    before = lifecycle::snapshot(config);
-                    if let Some(version) = &input.function_version {
-                        config.function_version = version.clone();
-                    }
-                    if let Some(description) = &input.description {
-                        config.description = description.clone();
-                    }
-                    if let Some(routing) = &input.routing {
-                        config.routing_config = (!routing.additional_version_weights.is_empty())
-                            .then(|| routing.clone());
-                    }
-                    if let Some(routing) = &config.routing_config
-                        && routing
-                            .additional_version_weights
-                            .contains_key(&config.function_version)
+                    if let Some(revision) = &admitted_revision
+                        && *revision != config.revision_id
                     {
-                        return Err(ApiError::invalid(
-                            "the alias's version cannot also be its additional version",
-                        ));
+                        return Err(ApiError::conflict(format!(
+                            "alias {alias} changed while admission hooks were deciding; retry"
+                        )));
                     }
-                    config.revision_id = new_revision_id();
-                    Ok(config.clone())
+                    before = lifecycle::snapshot(config);
+                    apply(config)
                 },
             )
             .await?;
@@ -1321,6 +1369,23 @@ impl ControlPlane {
     ) -> Result<(), ApiError> {
         validate_alias_name(alias)?;
         self.load_function(account, name).await?;
+        let kind = lifecycle::EventType::AliasDeleted;
+        if let Some(hooks) = self.hooks_for(account, kind, name).await?
+            && let Ok(current) = self.get_alias(account, name, alias).await
+        {
+            self.ask_hooks(
+                account,
+                hooks,
+                admission::Proposal {
+                    kind,
+                    resource: current.alias_arn.clone(),
+                    before: lifecycle::snapshot(&current),
+                    after: None,
+                    code: None,
+                },
+            )
+            .await?;
+        }
         // Lambda answers 204 whether or not the alias existed; its provisioned concurrency goes with it.
         self.kv
             .delete(&provisioned::provisioned_key(account, name, alias))
