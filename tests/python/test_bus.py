@@ -393,3 +393,39 @@ def test_a_function_publishes_through_the_api_when_egress_is_on(server_factory):
     status, page, _ = api(server, "GET", "/wisp/v1/topics/%s/events?from=1" % topic)
     assert [(event["Id"], event["Detail"]) for event in page["Events"]] == [(receipt["Id"], {"from": "inside"})]
     client.delete_function(FunctionName=name)
+
+
+def test_a_typed_target_must_accept_what_the_rule_delivers(bus):
+    client = bus.client()
+    target = create_recorder(client, "typed")
+    only_code_updates = {
+        "type": "object",
+        "required": ["Type", "Resource"],
+        "properties": {"Type": {"enum": ["FunctionCodeUpdated"]}, "Resource": {"type": "string"}},
+    }
+    status, body, _ = api(bus, "PUT", "/wisp/v1/functions/%s/signature" % target, {"Input": {"JsonSchema": only_code_updates}})
+    assert status == 200, body
+    # Every lifecycle event could reach it: refused, saying where and why.
+    status, body, headers = put_rule(bus, "wisp.lifecycle", "too-wide", {"Resource": [{"prefix": "arn:"}]}, [target])
+    assert status == 400 and headers["x-amzn-errortype"] == "InvalidParameterValueException", body
+    assert "at /Type" in body["Message"] and "FunctionCreated" in body["Message"], body
+    # A pattern that pins Type to what it accepts makes the wiring sound.
+    status, body, _ = put_rule(bus, "wisp.lifecycle", "code-only", {"Type": ["FunctionCodeUpdated"]}, [target])
+    assert status == 200, body
+    # A user topic's events are envelopes with any Detail: a target that needs Detail.orderId is refused.
+    topic = new_topic(bus)
+    orders = create_recorder(client, "orders")
+    needs_order = {"type": "object", "required": ["Detail"], "properties": {"Detail": {"type": "object", "required": ["orderId"]}}}
+    status, body, _ = api(bus, "PUT", "/wisp/v1/functions/%s/signature" % orders, {"Input": {"JsonSchema": needs_order}})
+    assert status == 200, body
+    status, body, _ = put_rule(bus, topic, "orders", {}, [orders])
+    assert status == 400 and "/Detail" in body["Message"] and "orderId" in body["Message"], body
+    # wisp check re-checks rules: loosen nothing, but break the sound one by changing its target's type.
+    status, body, _ = api(bus, "PUT", "/wisp/v1/functions/%s/signature" % target, {"Input": {"JsonSchema": {"type": "object", "required": ["Missing"]}}})
+    assert status == 200, body
+    checked = bus.wisp_cli("check", check=False)
+    assert checked.returncode != 0, checked.stdout
+    assert "code-only" in checked.stdout + checked.stderr and "Missing" in checked.stdout + checked.stderr, checked.stdout
+    api(bus, "DELETE", "/wisp/v1/topics/wisp.lifecycle/rules/code-only")
+    for name in (target, orders):
+        client.delete_function(FunctionName=name)

@@ -7,9 +7,11 @@
 //! Publishing appends the events durably and returns; delivery is the engine's dispatcher's work
 //! (`wisp_engine::bus`), which follows these keys. This module never runs code.
 //!
-//! Rule targets are checked when a rule is put, in one place ([`ControlPlane::check_rule_target`]):
-//! today, that the function exists in the caller's account; the typed wiring check of issue #4 (the
-//! topic's event type against the target's input type) belongs there too.
+//! Rule targets are checked when a rule is put, and again by `wisp check`, in one place
+//! ([`ControlPlane::check_rule_target`]): the function exists in the caller's account, and when it
+//! declares an input type, that type accepts every event the rule can deliver ([`rule_event_schema`]:
+//! the topic's event shape, narrowed by the fields the pattern pins to exact values), with the
+//! checked-wiring comparison of `compat`.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -85,6 +87,71 @@ fn validate_name(kind: &str, name: &str) -> Result<(), ApiError> {
             "{kind} name {name:?} is invalid: use 1 to 64 letters, digits, '-', '_' or '.'"
         )))
     }
+}
+
+/// The JSON Schema of what a rule on `topic` delivers: the lifecycle event on [`LIFECYCLE_TOPIC`], the
+/// envelope (with any object as `Detail`) on other topics; then every field the pattern pins to exact
+/// values, where the shape declares a scalar type for it, is narrowed to those values.
+pub fn rule_event_schema(topic: &str, pattern: &EventPattern) -> Value {
+    use serde_json::json;
+    let text = json!({ "type": "string" });
+    let mut schema = if topic == LIFECYCLE_TOPIC {
+        let types: Vec<&str> = crate::lifecycle::EventType::ALL
+            .iter()
+            .map(|kind| kind.as_str())
+            .collect();
+        json!({
+            "type": "object",
+            "required": ["SchemaVersion", "Id", "Time", "Account", "Actor", "Type", "Resource", "Before", "After", "Reason"],
+            "properties": {
+                "SchemaVersion": { "type": "integer" },
+                "Id": text, "Time": text, "Account": text, "Actor": text, "Resource": text,
+                "Type": { "type": "string", "enum": types },
+                "Before": { "type": ["object", "null"] },
+                "After": { "type": ["object", "null"] },
+                "Reason": { "type": ["string", "null"] },
+            },
+        })
+    } else {
+        json!({
+            "type": "object",
+            "required": ["SchemaVersion", "Id", "Time", "Topic", "Account", "Actor", "Detail"],
+            "properties": {
+                "SchemaVersion": { "type": "integer" },
+                "Id": text, "Time": text, "Account": text, "Actor": text,
+                "Topic": { "type": "string", "enum": [topic] },
+                "Detail": { "type": "object" },
+            },
+        })
+    };
+    for (path, values) in pattern.exact_values() {
+        let Some(place) = schema.pointer_mut(&pointer_of(&path)) else {
+            continue;
+        };
+        let scalar = place
+            .get("type")
+            .and_then(Value::as_str)
+            .is_some_and(|kind| !matches!(kind, "object" | "array"));
+        if !scalar {
+            continue;
+        }
+        let allowed: Vec<Value> = match place.get("enum").and_then(Value::as_array) {
+            Some(known) => values
+                .iter()
+                .filter(|value| known.contains(value))
+                .cloned()
+                .collect(),
+            None => values,
+        };
+        place["enum"] = Value::Array(allowed);
+    }
+    schema
+}
+
+fn pointer_of(path: &[String]) -> String {
+    path.iter()
+        .map(|name| format!("/properties/{}", name.replace('~', "~0").replace('/', "~1")))
+        .collect()
 }
 
 /// A topic, as `/wisp/v1/topics` answers it.
@@ -378,7 +445,7 @@ impl ControlPlane {
                 "EventPattern is required, e.g. {\"Type\": [\"FunctionCodeUpdated\"]}",
             )
         })?;
-        EventPattern::parse(&pattern)?;
+        let parsed = EventPattern::parse(&pattern)?;
         let given = input
             .targets
             .filter(|targets| !targets.is_empty())
@@ -393,7 +460,10 @@ impl ControlPlane {
         }
         let mut targets = Vec::with_capacity(given.len());
         for target in &given {
-            targets.push(self.check_rule_target(account, topic, target).await?);
+            targets.push(
+                self.check_rule_target(account, topic, &parsed, target)
+                    .await?,
+            );
         }
         let key = rule_key(account, topic, rule);
         let existing = self.kv.get(&key).await.map_err(store_error)?;
@@ -441,7 +511,8 @@ impl ControlPlane {
     pub async fn check_rule_target(
         &self,
         account: &AccountId,
-        _topic: &str,
+        topic: &str,
+        pattern: &EventPattern,
         target: &str,
     ) -> Result<RuleTarget, ApiError> {
         if target.starts_with("arn:") && target.split(':').nth(2) != Some("lambda") {
@@ -477,6 +548,22 @@ impl ControlPlane {
                     error
                 }
             })?;
+        // What the rule delivers must be what the target accepts (issue #4's checked wiring).
+        let accepted = self
+            .get_signature(account, &reference.name, reference.qualifier.clone())
+            .await?
+            .and_then(|signature| signature.input);
+        if let Some(TypeSpec::JsonSchema(accepted)) = accepted {
+            let produced = rule_event_schema(topic, pattern);
+            let mismatches = crate::compat::check(&produced, &accepted);
+            if !mismatches.is_empty() {
+                let shown: Vec<String> = mismatches.iter().map(ToString::to_string).collect();
+                return Err(ApiError::invalid(format!(
+                    "target {target:?} does not accept the events this rule delivers from topic {topic:?}: {}; hint: widen its input schema, or pin the fields it needs with exact values in the pattern",
+                    shown.join("; ")
+                )));
+            }
+        }
         let qualifier = reference.qualifier.map(|qualifier| qualifier.to_string());
         let arn = match &qualifier {
             Some(qualifier) => {

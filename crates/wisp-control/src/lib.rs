@@ -11,9 +11,9 @@
 //! `pc/{account}/{name}/{qualifier}` → [`StoredProvisionedConcurrency`] (see [`provisioned`]),
 //! `layer/…` and `layerver/…` → layers and their versions (see [`layers`]).
 
-pub mod compat;
 pub mod admission;
 pub mod bus;
+pub mod compat;
 pub mod event_config;
 pub mod hooks;
 pub mod idempotency;

@@ -40,6 +40,17 @@ enum Literal {
 }
 
 impl Literal {
+    fn to_value(&self) -> Value {
+        match self {
+            Literal::Text(text) => Value::String(text.clone()),
+            Literal::Number(number) => serde_json::Number::from_f64(*number)
+                .map(Value::Number)
+                .unwrap_or(Value::Null),
+            Literal::Bool(flag) => Value::Bool(*flag),
+            Literal::Null => Value::Null,
+        }
+    }
+
     fn equals(&self, value: &Value) -> bool {
         match (self, value) {
             (Literal::Text(expected), Value::String(found)) => expected == found,
@@ -293,6 +304,37 @@ impl EventPattern {
         match event {
             Value::Object(fields) => self.matches_object(fields),
             _ => self.matches_object(EMPTY.get_or_init(Map::new)),
+        }
+    }
+
+    /// Fields every matching event holds one of a few exact values in, with those values: the fields
+    /// (as paths of names) whose matchers are all literals. Used to narrow what a topic is known to
+    /// deliver before a rule's target is checked against it.
+    pub fn exact_values(&self) -> Vec<(Vec<String>, Vec<Value>)> {
+        let mut found = Vec::new();
+        self.collect_exact(&mut Vec::new(), &mut found);
+        found
+    }
+
+    fn collect_exact(&self, path: &mut Vec<String>, found: &mut Vec<(Vec<String>, Vec<Value>)>) {
+        for (name, field) in &self.fields {
+            path.push(name.clone());
+            match field {
+                FieldPattern::Nested(pattern) => pattern.collect_exact(path, found),
+                FieldPattern::AnyOf(matchers) => {
+                    let literals: Option<Vec<Value>> = matchers
+                        .iter()
+                        .map(|matcher| match matcher {
+                            Matcher::Equals(literal) => Some(literal.to_value()),
+                            _ => None,
+                        })
+                        .collect();
+                    if let Some(values) = literals {
+                        found.push((path.clone(), values));
+                    }
+                }
+            }
+            path.pop();
         }
     }
 
@@ -652,6 +694,31 @@ mod tests {
                 "pattern {pattern} against event {event}"
             );
         }
+    }
+
+    #[test]
+    fn exact_values_name_the_fields_a_pattern_pins() {
+        let pattern = EventPattern::parse(&json!({
+            "Type": ["FunctionCodeUpdated", "FunctionCreated"],
+            "Resource": [{"prefix": "arn:"}],
+            "Detail": {"kind": ["a"], "n": [1, {"numeric": [">", 5]}]},
+        }))
+        .unwrap();
+        let mut found = pattern.exact_values();
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            found,
+            vec![
+                (
+                    vec!["Detail".to_string(), "kind".to_string()],
+                    vec![json!("a")]
+                ),
+                (
+                    vec!["Type".to_string()],
+                    vec![json!("FunctionCodeUpdated"), json!("FunctionCreated")]
+                ),
+            ]
+        );
     }
 
     #[test]

@@ -210,11 +210,42 @@ impl ControlPlane {
                 None => break,
             }
         }
+        self.check_rules(account, &mut wirings).await?;
         let problems = wirings
             .iter()
             .filter(|wiring| wiring.problem.is_some())
             .count();
         Ok(WiringReport { wirings, problems })
+    }
+
+    /// Every event-bus rule's targets, checked as when the rule was put.
+    async fn check_rules(
+        &self,
+        account: &AccountId,
+        wirings: &mut Vec<Wiring>,
+    ) -> Result<(), ApiError> {
+        for topic in self.list_topics(account).await? {
+            for rule in self.list_rules(account, &topic.topic_name).await? {
+                let pattern = crate::pattern::EventPattern::parse(&rule.event_pattern);
+                for target in &rule.targets {
+                    let problem = match &pattern {
+                        Ok(pattern) => self
+                            .check_rule_target(account, &topic.topic_name, pattern, &target.arn)
+                            .await
+                            .err()
+                            .map(|error| error.message),
+                        Err(error) => Some(error.message.clone()),
+                    };
+                    wirings.push(Wiring {
+                        source: format!("topic {}", topic.topic_name),
+                        kind: format!("event-bus rule {}", rule.rule_name),
+                        target: target.arn.clone(),
+                        problem,
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn check_hooks(

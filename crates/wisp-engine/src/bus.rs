@@ -150,6 +150,8 @@ impl Engine {
                 want_log_tail: false,
                 client_context: None,
                 idempotency_key: None,
+                // A delivered event is an ordinary event: the target's own hooks run.
+                skip_hooks: false,
             };
             let error = match self.enqueue(request).await {
                 Ok(_) => return Ok(()),
@@ -405,6 +407,8 @@ impl HookInvoker for EngineHookInvoker {
                 want_log_tail: false,
                 client_context: None,
                 idempotency_key: None,
+                // The platform asks the hook directly: no invocation hook may rewrite its verdict.
+                skip_hooks: true,
             })
             .await?;
         Ok(HookAnswer {
