@@ -661,6 +661,43 @@ mod tests {
     }
 
     #[test]
+    fn a_pattern_narrows_what_a_rule_delivers_to_its_exact_values() {
+        use serde_json::json;
+        let accepts_code_updates = json!({
+            "type": "object",
+            "required": ["Type"],
+            "properties": {"Type": {"enum": ["FunctionCodeUpdated"]}},
+        });
+        let any = EventPattern::parse(&json!({})).unwrap();
+        let pinned = EventPattern::parse(&json!({"Type": ["FunctionCodeUpdated"]})).unwrap();
+        let wide = crate::compat::check(
+            &rule_event_schema(LIFECYCLE_TOPIC, &any),
+            &accepts_code_updates,
+        );
+        assert_eq!(wide.len(), 1, "{wide:?}");
+        assert_eq!(wide[0].path, "/Type");
+        assert!(
+            crate::compat::check(
+                &rule_event_schema(LIFECYCLE_TOPIC, &pinned),
+                &accepts_code_updates
+            )
+            .is_empty()
+        );
+        // A value the lifecycle shape never has narrows to nothing rather than widening it.
+        let impossible = EventPattern::parse(&json!({"Type": ["NoSuchType"]})).unwrap();
+        assert_eq!(
+            rule_event_schema(LIFECYCLE_TOPIC, &impossible).pointer("/properties/Type/enum"),
+            Some(&json!([]))
+        );
+        // Publishers' Detail is untyped: pinning a Detail field does not invent a type for it.
+        let detail = EventPattern::parse(&json!({"Detail": {"kind": ["a"]}})).unwrap();
+        assert_eq!(
+            rule_event_schema("orders", &detail).pointer("/properties/Detail"),
+            Some(&json!({"type": "object"}))
+        );
+    }
+
+    #[test]
     fn the_lifecycle_topic_is_the_lifecycle_log() {
         assert_eq!(topic_log("1", LIFECYCLE_TOPIC), "wisp.lifecycle/1");
         assert_eq!(topic_log("1", "orders"), "bus/1/orders");
