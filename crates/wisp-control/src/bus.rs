@@ -549,20 +549,17 @@ impl ControlPlane {
                 }
             })?;
         // What the rule delivers must be what the target accepts (issue #4's checked wiring).
-        let accepted = self
-            .get_signature(account, &reference.name, reference.qualifier.clone())
-            .await?
-            .and_then(|signature| signature.input);
-        if let Some(TypeSpec::JsonSchema(accepted)) = accepted {
-            let produced = rule_event_schema(topic, pattern);
-            let mismatches = crate::compat::check(&produced, &accepted);
-            if !mismatches.is_empty() {
-                let shown: Vec<String> = mismatches.iter().map(ToString::to_string).collect();
-                return Err(ApiError::invalid(format!(
-                    "target {target:?} does not accept the events this rule delivers from topic {topic:?}: {}; hint: widen its input schema, or pin the fields it needs with exact values in the pattern",
-                    shown.join("; ")
-                )));
-            }
+        // Every version the target may run (both of a weighted alias) must accept it.
+        let produced = rule_event_schema(topic, pattern);
+        let mismatches = self
+            .refusals(account, &reference, None, &[produced])
+            .await?;
+        if !mismatches.is_empty() {
+            let shown: Vec<String> = mismatches.iter().map(ToString::to_string).collect();
+            return Err(ApiError::invalid(format!(
+                "target {target:?} does not accept the events this rule delivers from topic {topic:?}: {}; hint: widen its input schema, or pin the fields it needs with exact values in the pattern",
+                shown.join("; ")
+            )));
         }
         let qualifier = reference.qualifier.map(|qualifier| qualifier.to_string());
         let arn = match &qualifier {
