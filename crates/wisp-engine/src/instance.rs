@@ -14,7 +14,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::io::AsyncReadExt;
 use tokio::sync::{oneshot, watch};
-use wisp_runtime_api::{Dispatch, Invocation, RuntimeOutcome, RuntimeState, StreamFrame};
+use wisp_runtime_api::{
+    Dispatch, ExtensionsHandle, FunctionIdentity, Invocation, RuntimeOutcome, RuntimeState,
+    StreamFrame,
+};
 use wisp_sandbox::{ExitReport, SandboxSpec, SpawnedSandbox};
 
 use crate::sinks::Sinks;
@@ -51,9 +54,16 @@ pub struct Instance {
     /// Where the stop is announced, and about what.
     sinks: Sinks,
     account: String,
+    function: String,
     resource: String,
     /// What stopping the instance needs: the Runtime API's shutdown extension and what meters a hook.
     shutdown: shutdown::ShutdownContext,
+    /// The extensions registered through the Extensions API.
+    extensions: ExtensionsHandle,
+    /// Whether the launcher starts extensions from `/opt/extensions`: then init also watches them.
+    starts_extensions: bool,
+    /// `on-demand` or `provisioned-concurrency`, for the init's telemetry.
+    initialization_type: String,
 }
 
 /// Where a streaming invocation's response chunks go, in order, as the function produces them.
@@ -98,6 +108,8 @@ pub struct InstanceSpec {
     pub resource: String,
     /// The version the instance runs (`$LATEST` or a number), for its shutdown hook's log lines.
     pub version: String,
+    /// What the Extensions API tells extensions, and which ones init waits for.
+    pub identity: FunctionIdentity,
 }
 
 impl Instance {
@@ -108,7 +120,30 @@ impl Instance {
     ) -> Result<Arc<Instance>, wisp_sandbox::SandboxError> {
         let spawned_at = Instant::now();
         let mut sandbox: SpawnedSandbox = sandboxes.spawn(&spec.sandbox).await?;
-        let (channel, endpoint) = wisp_runtime_api::channel();
+        let starts_extensions = !spec.identity.started_extensions.is_empty();
+        let handle = sandbox.kill_handle();
+        let connector_handle = handle.clone();
+        let connector: wisp_runtime_api::telemetry::Connector =
+            Arc::new(move |port| connector_handle.connect_inside(port, Duration::from_secs(1)));
+        let (channel, endpoint) = wisp_runtime_api::channel(spec.identity.clone(), Some(connector));
+        let initialization_type = spec
+            .sandbox
+            .env
+            .iter()
+            .find(|(name, _)| name == "AWS_LAMBDA_INITIALIZATION_TYPE")
+            .map(|(_, value)| value.clone())
+            .unwrap_or_else(|| "on-demand".into());
+        if channel.extensions.telemetry_wanted() {
+            channel.extensions.emit(
+                "platform.initStart",
+                serde_json::json!({
+                    "initializationType": initialization_type,
+                    "phase": "init",
+                    "functionName": spec.identity.function_name,
+                    "functionVersion": spec.identity.function_version,
+                }),
+            );
+        }
         let listener = sandbox.take_listener().ok_or_else(|| {
             wisp_sandbox::SandboxError::Launcher("the sandbox gave no runtime api listener".into())
         })?;
@@ -124,21 +159,29 @@ impl Instance {
         };
         let stdout_fd = std::os::fd::AsRawFd::as_raw_fd(&stdout);
         let stderr_fd = std::os::fd::AsRawFd::as_raw_fd(&stderr);
-        for stream in [
-            Box::new(stdout) as Box<dyn tokio::io::AsyncRead + Send + Unpin>,
-            Box::new(stderr),
-        ] {
+        let mut streams = vec![
+            (
+                Box::new(stdout) as Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+                "function",
+            ),
+            (Box::new(stderr), "function"),
+        ];
+        if let Some(extension_output) = sandbox.take_extension_output() {
+            streams.push((Box::new(extension_output), "extension"));
+        }
+        for (stream, telemetry_type) in streams {
             tokio::spawn(read_output(
                 stream,
+                telemetry_type,
                 capture.clone(),
                 reading.clone(),
                 sinks.clone(),
                 spec.account.clone(),
                 spec.function.clone(),
+                channel.extensions.clone(),
             ));
         }
 
-        let handle = sandbox.kill_handle();
         let (exit_sender, exited) = watch::channel(None);
         tokio::spawn(async move {
             let report = sandbox.wait().await;
@@ -162,8 +205,12 @@ impl Instance {
             stopping: AtomicBool::new(false),
             sinks,
             account: spec.account.clone(),
+            function: spec.function.clone(),
             resource: spec.resource.clone(),
             shutdown: shutdown::ShutdownContext::new(channel.shutdown, &spec),
+            extensions: channel.extensions,
+            starts_extensions,
+            initialization_type,
         }))
     }
 
@@ -180,30 +227,11 @@ impl Instance {
     /// an init duration afterwards, since no caller waited for the init. On failure the instance
     /// is killed and the error says why (`Runtime.InitError: …`).
     pub async fn wait_initialised(&self) -> Result<Duration, String> {
-        let mut state = self.state.clone();
-        let mut exited = self.exited.clone();
-        let outcome = tokio::time::timeout(INIT_TIMEOUT, async {
-            loop {
-                if exited.borrow().is_some() {
-                    return Err(None);
-                }
-                match &*state.borrow_and_update() {
-                    RuntimeState::Ready(at) => return Ok(*at),
-                    RuntimeState::InitFailed { error_type, body } => {
-                        return Err(Some((error_type.clone(), body.clone())));
-                    }
-                    RuntimeState::Initializing => {}
-                }
-                tokio::select! {
-                    _ = state.changed() => {}
-                    _ = exited.changed() => {}
-                }
-            }
-        })
-        .await;
+        let outcome = self.wait_ready().await;
         let (error_type, body) = match outcome {
             Ok(Ok(ready_at)) => {
                 self.init_reported.store(true, Ordering::Relaxed);
+                self.init_telemetry(ready_at);
                 return Ok(ready_at.duration_since(self.spawned_at));
             }
             Ok(Err(reported)) => {
@@ -216,14 +244,9 @@ impl Instance {
             }
             Err(_) => {
                 self.kill(nix::sys::signal::Signal::SIGKILL);
-                let message = format!(
-                    "Runtime failed to initialise within {} seconds",
-                    INIT_TIMEOUT.as_secs()
-                );
-                (
-                    "Runtime.InitError".to_string(),
-                    error_document("Runtime.InitError", &message),
-                )
+                let (error_type, message) = self.init_timeout_error();
+                let body = error_document(&error_type, &message);
+                (error_type, body)
             }
         };
         let message = serde_json::from_slice::<serde_json::Value>(&body)
@@ -236,6 +259,79 @@ impl Instance {
             _ => message,
         };
         Err(format!("{error_type}: {message}"))
+    }
+
+    /// Waits, within [`INIT_TIMEOUT`], until the runtime and every extension are ready, init failed
+    /// (`Err(Some(..))`, as reported) or the sandbox exited (`Err(None)`).
+    async fn wait_ready(
+        &self,
+    ) -> Result<Result<Instant, Option<(String, Bytes)>>, tokio::time::error::Elapsed> {
+        let mut state = self.state.clone();
+        let mut exited = self.exited.clone();
+        tokio::time::timeout(INIT_TIMEOUT, async {
+            loop {
+                if exited.borrow().is_some() {
+                    return Err(None);
+                }
+                match &*state.borrow_and_update() {
+                    RuntimeState::Ready(at) => return Ok(*at),
+                    RuntimeState::InitFailed { error_type, body } => {
+                        return Err(Some((error_type.clone(), body.clone())));
+                    }
+                    RuntimeState::Initializing => {}
+                }
+                // An extension that exits before registering fails init at once.
+                if self.starts_extensions
+                    && let Some(message) =
+                        crate::extensions::exited_unregistered(&self.extensions, &self.handle)
+                {
+                    self.note(&format!("Extension.InitError: {message}\n"));
+                    return Err(Some((
+                        "Extension.InitError".to_string(),
+                        error_document("Extension.InitError", &message),
+                    )));
+                }
+                let poll = if self.starts_extensions {
+                    Duration::from_millis(20)
+                } else {
+                    INIT_TIMEOUT
+                };
+                tokio::select! {
+                    _ = state.changed() => {}
+                    _ = exited.changed() => {}
+                    _ = tokio::time::sleep(poll) => {}
+                }
+            }
+        })
+        .await
+    }
+
+    /// The error of an init that ran out of time: the extensions' fault if they held it up.
+    fn init_timeout_error(&self) -> (String, String) {
+        match crate::extensions::init_holdup(&self.extensions) {
+            Some(holdup) => (
+                "Extension.InitError".to_string(),
+                format!("{holdup} within {} seconds", INIT_TIMEOUT.as_secs()),
+            ),
+            None => (
+                "Runtime.InitError".to_string(),
+                format!(
+                    "Runtime failed to initialise within {} seconds",
+                    INIT_TIMEOUT.as_secs()
+                ),
+            ),
+        }
+    }
+
+    /// The instance's extensions, as registered through the Extensions API.
+    pub fn extensions(&self) -> &ExtensionsHandle {
+        &self.extensions
+    }
+
+    /// Writes a platform line to the function's log outside any invocation's text.
+    pub fn log_line(&self, line: &str) {
+        self.sinks
+            .log(&self.account, &self.function, line.as_bytes());
     }
 
     /// Waits until the instance's process has exited.
@@ -273,8 +369,6 @@ impl Instance {
             );
         }
         let mut init_duration_us = None;
-        let mut state = self.state.clone();
-        let mut exited = self.exited.clone();
 
         // Wait for the runtime to ask for work (cold start), with the init limit. A warm instance is
         // ready already: answer without arming a timer.
@@ -282,36 +376,38 @@ impl Instance {
             RuntimeState::Ready(at) if self.exited.borrow().is_none() => Some(Ok(Ok(*at))),
             _ => None,
         };
+        let warm = already_ready.is_some();
         let ready = match already_ready {
             Some(ready) => ready,
-            None => {
-                tokio::time::timeout(INIT_TIMEOUT, async {
-                    loop {
-                        if exited.borrow().is_some() {
-                            return Err(None);
-                        }
-                        match &*state.borrow_and_update() {
-                            RuntimeState::Ready(at) => return Ok(*at),
-                            RuntimeState::InitFailed { error_type, body } => {
-                                return Err(Some((error_type.clone(), body.clone())));
-                            }
-                            RuntimeState::Initializing => {}
-                        }
-                        tokio::select! {
-                            _ = state.changed() => {}
-                            _ = exited.changed() => {}
-                        }
-                    }
-                })
-                .await
-            }
+            None => self.wait_ready().await,
         };
+        // A warm instance whose extensions are still busy with the last invocation is not reused
+        // before they ask for their next event (within this invocation's timeout).
+        if warm && self.extensions.any() && !self.extensions.settled(timeout).await {
+            self.kill(nix::sys::signal::Signal::SIGKILL);
+            let message = format!(
+                "RequestId: {request_id} Error: extension {} still busy with the previous invocation",
+                self.extensions.busy().join(", ")
+            );
+            return self
+                .finish(
+                    RunOutcome::Fatal {
+                        error_type: "Extension.TimedOut".into(),
+                        payload: error_document("Extension.TimedOut", &message),
+                        duration_us: 0,
+                        timed_out: true,
+                    },
+                    None,
+                )
+                .await;
+        }
         let started = Instant::now();
         match ready {
             Ok(Ok(ready_at)) => {
                 if !self.init_reported.swap(true, Ordering::Relaxed) {
                     init_duration_us =
                         Some(ready_at.duration_since(self.spawned_at).as_micros() as u64);
+                    self.init_telemetry(ready_at);
                 }
             }
             Ok(Err(reported)) => {
@@ -335,15 +431,14 @@ impl Instance {
             }
             Err(_) => {
                 self.kill(nix::sys::signal::Signal::SIGKILL);
-                let message = format!(
-                    "RequestId: {request_id} Error: Runtime failed to initialise within {} seconds",
-                    INIT_TIMEOUT.as_secs()
-                );
-                let payload = error_document("Runtime.InitError", &message);
+                let (error_type, message) = self.init_timeout_error();
+                self.note(&format!("{error_type}: {message}\n"));
+                let message = format!("RequestId: {request_id} Error: {message}");
+                let payload = error_document(&error_type, &message);
                 return self
                     .finish(
                         RunOutcome::Fatal {
-                            error_type: "Runtime.InitError".into(),
+                            error_type,
                             payload,
                             duration_us: 0,
                             timed_out: true,
@@ -355,6 +450,16 @@ impl Instance {
         }
 
         invocation.deadline_ms = unix_ms() + timeout.as_millis() as u64;
+        if self.extensions.telemetry_wanted() {
+            self.extensions.emit(
+                "platform.start",
+                serde_json::json!({
+                    "requestId": request_id,
+                    "version": version,
+                    "tracing": { "type": "X-Amzn-Trace-Id", "value": invocation.trace_id },
+                }),
+            );
+        }
         let (respond, outcome) = oneshot::channel();
         if self
             .dispatch
@@ -399,7 +504,52 @@ impl Instance {
             _ = async { let _ = exited.wait_for(Option::is_some).await; } => self.exit_outcome(&request_id, started).await,
             _ = tokio::time::sleep(timeout) => self.timed_out(&request_id, started, timeout),
         };
+        if self.extensions.telemetry_wanted() {
+            let (status, duration_us) = match &outcome {
+                RunOutcome::Response { duration_us, .. } => ("success", *duration_us),
+                RunOutcome::FunctionError { duration_us, .. } => ("error", *duration_us),
+                RunOutcome::Fatal {
+                    duration_us,
+                    timed_out: true,
+                    ..
+                } => ("timeout", *duration_us),
+                RunOutcome::Fatal { duration_us, .. } => ("failure", *duration_us),
+            };
+            self.extensions.emit(
+                "platform.runtimeDone",
+                serde_json::json!({
+                    "requestId": request_id,
+                    "status": status,
+                    "metrics": { "durationMs": duration_us as f64 / 1000.0 },
+                }),
+            );
+        }
         self.finish(outcome, init_duration_us).await
+    }
+
+    /// `platform.initRuntimeDone` and `platform.initReport`, once, when init completed at `ready_at`.
+    fn init_telemetry(&self, ready_at: Instant) {
+        if !self.extensions.telemetry_wanted() {
+            return;
+        }
+        let duration_ms = ready_at.duration_since(self.spawned_at).as_secs_f64() * 1000.0;
+        self.extensions.emit(
+            "platform.initRuntimeDone",
+            serde_json::json!({
+                "initializationType": self.initialization_type,
+                "phase": "init",
+                "status": "success",
+            }),
+        );
+        self.extensions.emit(
+            "platform.initReport",
+            serde_json::json!({
+                "initializationType": self.initialization_type,
+                "phase": "init",
+                "status": "success",
+                "metrics": { "durationMs": duration_ms },
+            }),
+        );
     }
 
     /// Ends the invocation that ran out of time and describes it as Lambda does; the runtime is
@@ -614,27 +764,64 @@ impl Instance {
             .with_reason(reason)
             .by_platform(),
         );
+        // Extensions hear of the stop first (CHECKPOINT, SHUTDOWN), then the runtime gets its own grace.
+        if !self.has_exited() {
+            let lambda_reason = self.lambda_reason(reason);
+            crate::extensions::before_stop(&self.extensions, &self.handle, grace, lambda_reason)
+                .await;
+        }
         let run = self.begin_shutdown(grace, reason);
         let killed_at = self.signal_shutdown(grace).await;
         self.end_shutdown(run, killed_at).await;
     }
 }
 
+/// Reads one of the sandbox's output pipes into the log; `telemetry_type` is the Telemetry API
+/// stream its lines belong to (`function`, or `extension` for the extensions' own pipe).
+#[allow(clippy::too_many_arguments)]
 async fn read_output(
     mut stream: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+    telemetry_type: &'static str,
     capture: Arc<Mutex<Capture>>,
     reading: Arc<tokio::sync::Mutex<()>>,
     sinks: Sinks,
     account: String,
     function: String,
+    extensions: ExtensionsHandle,
 ) {
     let mut buffer = vec![0u8; 16 * 1024];
+    // The extensions' pipe is read whole lines at a time (up to the buffer's size): an extension's
+    // line is never split between an invocation's log text and the next record.
+    let whole_lines = telemetry_type == "extension";
+    let mut pending = 0usize;
     loop {
-        let count = match stream.read(&mut buffer).await {
-            Ok(0) | Err(_) => return,
-            Ok(count) => count,
+        let count = match stream.read(&mut buffer[pending..]).await {
+            Ok(0) | Err(_) => {
+                if pending > 0 {
+                    sinks.log(&account, &function, &buffer[..pending]);
+                }
+                return;
+            }
+            Ok(count) => pending + count,
+        };
+        let (count, rest) = match buffer[..count].iter().rposition(|byte| *byte == b'\n') {
+            Some(last) if whole_lines => (last + 1, count - last - 1),
+            None if whole_lines && count < buffer.len() => {
+                pending = count;
+                continue;
+            }
+            _ => (count, 0),
         };
         let _guard = reading.lock().await;
+        // A line per event of the Telemetry API's `function` or `extension` stream.
+        if extensions.telemetry_wanted() {
+            for line in String::from_utf8_lossy(&buffer[..count])
+                .split('\n')
+                .filter(|line| !line.is_empty())
+            {
+                extensions.emit(telemetry_type, serde_json::Value::String(line.to_string()));
+            }
+        }
         let mut capture = capture.lock().unwrap_or_else(|poison| poison.into_inner());
         if capture.active {
             capture.text.extend_from_slice(&buffer[..count]);
@@ -647,6 +834,9 @@ async fn read_output(
             // Output outside an invocation (init, background threads) goes straight to the log.
             sinks.log(&account, &function, &buffer[..count]);
         }
+        drop(capture);
+        buffer.copy_within(count..count + rest, 0);
+        pending = rest;
     }
 }
 

@@ -8,6 +8,7 @@
 pub mod bus;
 pub mod code;
 pub mod events;
+pub mod extensions;
 mod hooks;
 pub mod idempotency;
 pub mod instance;
@@ -548,6 +549,21 @@ impl Engine {
                 None => (self.start_instance(&pool).await?, true),
             },
         };
+        // A warm instance is reused only once its extensions are done with the last invocation,
+        // and not at all after one of them reported `exit/error`.
+        let (instance, cold) = if !cold && instance.extensions().any() {
+            let timeout = Duration::from_secs(version.config.timeout as u64);
+            match extensions::ready_for_reuse(&instance, timeout).await {
+                Ok(()) => (instance, cold),
+                Err(reason) => {
+                    let grace = self.options.shutdown_grace;
+                    tokio::spawn(async move { instance.stop(grace, reason).await });
+                    (self.start_instance(&pool).await?, true)
+                }
+            }
+        } else {
+            (instance, cold)
+        };
 
         // A receipt covers the input as the caller sent it; a streamed output is not kept to hash.
         let receipt_input = (resolved.receipts && sink.is_none()).then(|| payload.clone());
@@ -579,6 +595,7 @@ impl Engine {
             )
             .await;
 
+        let runtime_done = Instant::now();
         let (status, error_type, duration_us, reusable, payload) = match result.outcome {
             RunOutcome::Response {
                 payload,
@@ -663,6 +680,30 @@ impl Engine {
             shutdown_reason: None,
             result: None,
         };
+        if instance.extensions().telemetry_wanted() {
+            let mut metrics = serde_json::json!({
+                "durationMs": record.duration_us as f64 / 1000.0,
+                "billedDurationMs": record.billed_duration_ms,
+                "memorySizeMB": record.memory_size_mb,
+                "maxMemoryUsedMB": record.max_memory_used_mb,
+            });
+            if let Some(init_us) = record.init_duration_us {
+                metrics["initDurationMs"] = serde_json::json!(init_us as f64 / 1000.0);
+            }
+            instance.extensions().emit(
+                "platform.report",
+                serde_json::json!({
+                    "requestId": record.request_id,
+                    "status": match record.status {
+                        InvocationStatus::Succeeded => "success",
+                        InvocationStatus::TimedOut => "timeout",
+                        _ if reusable => "error",
+                        _ => "failure",
+                    },
+                    "metrics": metrics,
+                }),
+            );
+        }
         if let Some(input) = receipt_input {
             let key = self.control.receipt_key();
             let region = &self.options.region;
@@ -672,6 +713,21 @@ impl Engine {
             {
                 self.sinks.receipt(pending);
             }
+        }
+        // An extension that reported `exit/error` leaves an instance that must not be reused.
+        let reusable = reusable && instance.extensions().exit_error().is_none();
+        if reusable && instance.extensions().any_for_invoke() {
+            tokio::spawn(extensions::follow_invocation(
+                instance.clone(),
+                record.request_id.clone(),
+                instance.extensions().invocation_number(),
+                runtime_done,
+                // Extensions finish within the invocation's timeout, as on Lambda.
+                runtime_done
+                    + Duration::from_secs(config.timeout as u64)
+                        .saturating_sub(Duration::from_micros(duration_us)),
+                self.options.shutdown_grace,
+            ));
         }
         if reusable && !instance.has_exited() {
             let grace = self.options.shutdown_grace;
@@ -909,6 +965,7 @@ impl Engine {
             env.push((name.clone(), value.clone()));
         }
         let tmp_mb = tmp_size_mb(config);
+        let opt_dir_for_extensions = opt_dir.clone();
         let spec = InstanceSpec {
             sandbox: SandboxSpec {
                 instance_id,
@@ -933,6 +990,15 @@ impl Engine {
                 &config.version,
             ),
             version: config.version.clone(),
+            identity: wisp_runtime_api::FunctionIdentity {
+                function_name: config.function_name.clone(),
+                function_version: config.version.clone(),
+                handler: config.handler.clone(),
+                account_id: pool.key.0.clone(),
+                started_extensions: extensions::started_extensions(
+                    opt_dir_for_extensions.as_deref(),
+                ),
+            },
         };
         // Like Lambda's INIT_START line; it also records which interpreter actually serves the runtime id.
         let runtime_version = match family {

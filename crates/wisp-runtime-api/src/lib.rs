@@ -9,8 +9,10 @@
 //! streaming response mode, frame by frame ([`streaming`]). Wisp's own shutdown extension
 //! (`/runtime/wisp/shutdown`) is in [`shutdown`].
 
+pub mod extensions;
 pub mod shutdown;
 pub mod streaming;
+pub mod telemetry;
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -21,6 +23,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use tokio::sync::{mpsc, oneshot, watch};
 
+pub use extensions::{ExtensionsHandle, FunctionIdentity};
 pub use streaming::{MAX_STREAMED_RESPONSE_BYTES, StreamFrame};
 
 /// Largest response or error body a runtime may post (Lambda's 6 MB).
@@ -80,6 +83,8 @@ pub struct InstanceChannel {
     pub state: watch::Receiver<RuntimeState>,
     /// Announces a stop to the runtime and follows its shutdown hook.
     pub shutdown: shutdown::ShutdownHandle,
+    /// The instance's extensions (Extensions API), if any register.
+    pub extensions: ExtensionsHandle,
 }
 
 /// The server's side of one instance's Runtime API.
@@ -92,24 +97,34 @@ pub(crate) struct EndpointInner {
     current: Mutex<Option<(String, oneshot::Sender<RuntimeOutcome>)>>,
     state: watch::Sender<RuntimeState>,
     shutdown: Arc<shutdown::Shared>,
+    extensions: Arc<extensions::Extensions>,
 }
 
-/// Creates the two sides of one instance's Runtime API.
-pub fn channel() -> (InstanceChannel, RuntimeEndpoint) {
+/// Creates the two sides of one instance's Runtime API; `identity` is what extensions are told at
+/// registration, and names the extensions init waits for.
+///
+/// `connector` reaches a port inside the sandbox, for the Telemetry API; without it, subscribing fails.
+pub fn channel(
+    identity: FunctionIdentity,
+    connector: Option<telemetry::Connector>,
+) -> (InstanceChannel, RuntimeEndpoint) {
     let (dispatch, dispatches) = mpsc::channel(1);
     let (state_sender, state) = watch::channel(RuntimeState::Initializing);
     let shutdown = shutdown::Shared::new();
+    let extensions = extensions::Extensions::new(identity, connector);
     let inner = EndpointInner {
         dispatches: tokio::sync::Mutex::new(dispatches),
         current: Mutex::new(None),
         state: state_sender,
         shutdown: shutdown.clone(),
+        extensions: extensions.clone(),
     };
     (
         InstanceChannel {
             dispatch,
             state,
             shutdown: shutdown::ShutdownHandle::new(shutdown),
+            extensions: ExtensionsHandle { extensions },
         },
         RuntimeEndpoint {
             inner: Arc::new(inner),
@@ -220,6 +235,26 @@ async fn handle(inner: &EndpointInner, request: Request<Incoming>) -> Response<B
         (&Method::POST, ["2018-06-01", "runtime", "wisp", "shutdown", "done"]) => {
             shutdown::done(&inner.shutdown, request).await
         }
+        (&Method::POST, ["2020-01-01", "extension", "register"]) => {
+            let extensions = inner.extensions.clone();
+            extensions.handle(inner, "register", request).await
+        }
+        (&Method::GET, ["2020-01-01", "extension", "event", "next"]) => {
+            let extensions = inner.extensions.clone();
+            extensions.handle(inner, "next", request).await
+        }
+        (&Method::POST, ["2020-01-01", "extension", "init", "error"]) => {
+            let extensions = inner.extensions.clone();
+            extensions.handle(inner, "init-error", request).await
+        }
+        (&Method::PUT, ["2022-07-01", "telemetry"] | ["2022-07-01", "telemetry", ""]) => {
+            let extensions = inner.extensions.clone();
+            extensions.handle(inner, "subscribe", request).await
+        }
+        (&Method::POST, ["2020-01-01", "extension", "exit", "error"]) => {
+            let extensions = inner.extensions.clone();
+            extensions.handle(inner, "exit-error", request).await
+        }
         _ => json_response(
             StatusCode::NOT_FOUND,
             format!(
@@ -232,14 +267,10 @@ async fn handle(inner: &EndpointInner, request: Request<Incoming>) -> Response<B
 }
 
 async fn next_invocation(inner: &EndpointInner) -> Response<Body> {
-    inner.state.send_if_modified(|state| {
-        if *state == RuntimeState::Initializing {
-            *state = RuntimeState::Ready(Instant::now());
-            true
-        } else {
-            false
-        }
-    });
+    if *inner.state.borrow() == RuntimeState::Initializing {
+        // Init is complete once the extensions are ready too.
+        inner.extensions.runtime_ready(inner, Instant::now());
+    }
     let dispatch = {
         let mut dispatches = inner.dispatches.lock().await;
         dispatches.recv().await
@@ -260,6 +291,7 @@ async fn next_invocation(inner: &EndpointInner) -> Response<Body> {
         .lock()
         .unwrap_or_else(|poison| poison.into_inner()) =
         Some((invocation.request_id.clone(), respond));
+    inner.extensions.invoke(&invocation);
     let mut response = Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "application/json")
@@ -380,6 +412,13 @@ pub(crate) fn json_response(status: StatusCode, body: String) -> Response<Body> 
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body)))
         .unwrap_or_else(|_| internal_error())
+}
+
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn internal_error() -> Response<Body> {

@@ -87,8 +87,16 @@ pub struct LaunchRequest {
 /// `SCM_RIGHTS`, in that order.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum LaunchReply {
-    Prepared { pid: i32 },
-    Ready { pid: i32, has_pidfd: bool },
+    Prepared {
+        pid: i32,
+    },
+    /// With `has_extension_output`, the read end of the extensions' output pipe comes last.
+    Ready {
+        pid: i32,
+        has_pidfd: bool,
+        #[serde(default)]
+        has_extension_output: bool,
+    },
     Failed(LaunchFailure),
 }
 
@@ -161,7 +169,7 @@ fn socket_fd_from_args(mut args: impl Iterator<Item = String>) -> RawFd {
 /// Reads one message and the descriptors that came with it; `None` when the peer closed the socket.
 fn receive_message(socket: &OwnedFd) -> io::Result<(Option<Vec<u8>>, Vec<OwnedFd>)> {
     let mut buffer = vec![0u8; MAX_MESSAGE];
-    let mut cmsg_space = nix::cmsg_space!([RawFd; 1]);
+    let mut cmsg_space = nix::cmsg_space!([RawFd; 4]);
     loop {
         let mut iov = [IoSliceMut::new(&mut buffer)];
         match recvmsg::<()>(
@@ -369,7 +377,19 @@ fn launch(socket: &OwnedFd, prepare: &PrepareRequest) -> Result<Never, LaunchFai
                 }
                 _ => None,
             };
-            let rights: Vec<RawFd> = tmp.iter().filter_map(|tmp| tmp.mount_fd()).collect();
+            // Extensions write to a pipe of their own, so the server can tell their output from
+            // the function's; only sandboxes with layers can have extensions.
+            let extension_output = match &request.spec.opt_dir {
+                Some(_) => Some(
+                    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                        .map_err(|errno| abandon(setup_error("pipe2", errno)))?,
+                ),
+                None => None,
+            };
+            let mut rights: Vec<RawFd> = tmp.iter().filter_map(|tmp| tmp.mount_fd()).collect();
+            if let Some((_, write_end)) = &extension_output {
+                rights.push(write_end.as_raw_fd());
+            }
             if let Err(error) = send_raw(&parent_end, &body, &rights) {
                 return Err(abandon(setup_error(
                     "passing the spec to the sandbox",
@@ -377,6 +397,7 @@ fn launch(socket: &OwnedFd, prepare: &PrepareRequest) -> Result<Never, LaunchFai
                 )));
             }
             drop(parent_end);
+            let extension_output = extension_output.map(|(read_end, _write_end)| read_end);
             let mut report = Vec::new();
             let _ = read_to_end(status_read.as_fd(), &mut report);
             if !report.is_empty() {
@@ -388,14 +409,19 @@ fn launch(socket: &OwnedFd, prepare: &PrepareRequest) -> Result<Never, LaunchFai
             if let Some(pidfd) = &pidfd {
                 fds.push(pidfd.as_raw_fd());
             }
+            if let Some(read_end) = &extension_output {
+                fds.push(read_end.as_raw_fd());
+            }
             let reply = LaunchReply::Ready {
                 pid: child.as_raw(),
                 has_pidfd: pidfd.is_some(),
+                has_extension_output: extension_output.is_some(),
             };
             if send_reply(socket, &reply, &fds).is_err() {
                 let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
             }
             drop(listener);
+            drop(extension_output);
             reap(socket, child, pidfd, tmp, network_exit)
         }
     }
@@ -419,7 +445,7 @@ fn wait_and_become_function(
     set_parent_death_signal();
     nix::unistd::write(&channel, b"j")
         .map_err(|errno| setup_error("reporting the cgroup join", errno))?;
-    let (body, mut fds) = match receive_message(&channel) {
+    let (body, fds) = match receive_message(&channel) {
         Ok((Some(body), fds)) => (body, fds),
         // The launcher gave up on this sandbox (or died): nothing to report.
         // SAFETY: _exit in a forked child.
@@ -428,13 +454,16 @@ fn wait_and_become_function(
     drop(channel);
     let request: LaunchRequest = serde_json::from_slice(&body)
         .map_err(|error| setup_error("unreadable launch request", error))?;
-    let mut tmp = match (&request.tmp_device, fds.pop()) {
-        (Some(device), Some(mount)) => {
-            Some(crate::scratch::TmpMount::received(mount, device.clone()))
-        }
-        _ => None,
+    // The /tmp mount first (when there is one), then the extensions' output pipe.
+    let mut fds = fds.into_iter();
+    let mut tmp = match &request.tmp_device {
+        Some(device) => fds
+            .next()
+            .map(|mount| crate::scratch::TmpMount::received(mount, device.clone())),
+        None => None,
     };
-    become_function(&request.spec, tmp.as_mut())
+    let extension_output = request.spec.opt_dir.as_ref().and_then(|_| fds.next());
+    become_function(&request.spec, tmp.as_mut(), extension_output)
 }
 
 fn send_raw(socket: &OwnedFd, body: &[u8], fds: &[RawFd]) -> io::Result<()> {
@@ -678,6 +707,7 @@ struct MountAttr {
 fn become_function(
     spec: &SandboxSpec,
     tmp: Option<&mut crate::scratch::TmpMount>,
+    extension_output: Option<OwnedFd>,
 ) -> Result<Never, LaunchFailure> {
     set_parent_death_signal();
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
@@ -690,7 +720,81 @@ fn become_function(
     std::env::set_current_dir("/var/task")
         .map_err(|error| setup_error("chdir /var/task", error))?;
     reset_signals();
+    if spec.opt_dir.is_some() {
+        start_extensions(spec, extension_output.as_ref());
+    }
+    drop(extension_output);
     exec_bootstrap(spec)
+}
+
+/// Where layers put external extensions (agents), as on Lambda.
+pub const EXTENSIONS_DIR: &str = "/opt/extensions";
+
+/// Starts every executable file of [`EXTENSIONS_DIR`], in name order, as a child of the process
+/// about to become the runtime: the same user, environment, standard output and error (the
+/// function's log), and the same sandbox, so they die with it. An extension that cannot be executed
+/// says so on standard error; whether extensions register is the Runtime API's business. With
+/// `output`, their standard output and error go to that pipe instead (the server reads it apart from
+/// the function's, as Lambda tells extension logs from function logs).
+fn start_extensions(spec: &SandboxSpec, output: Option<&OwnedFd>) {
+    let Ok(entries) = fs::read_dir(EXTENSIONS_DIR) else {
+        return;
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|entry| entry.ok())
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.metadata()
+                .map(|metadata| metadata.is_file() && metadata.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
+        .collect();
+    paths.sort();
+    let env: Vec<CString> = spec
+        .env
+        .iter()
+        .filter_map(|(name, value)| CString::new(format!("{name}={value}")).ok())
+        .collect();
+    for path in paths {
+        let Ok(path_c) = CString::new(path.as_os_str().as_bytes()) else {
+            continue;
+        };
+        // SAFETY: this process is single-threaded (it is about to exec the bootstrap), so the
+        // child may run ordinary code until it execs or exits.
+        match unsafe { nix::unistd::fork() } {
+            Ok(ForkResult::Child) => {
+                if let Some(output) = output {
+                    // SAFETY: dup2 onto the standard descriptors of this single-threaded child;
+                    // the copies are not close-on-exec, the original is.
+                    unsafe {
+                        libc::dup2(output.as_raw_fd(), 1);
+                        libc::dup2(output.as_raw_fd(), 2);
+                    }
+                }
+                let argv = [path_c.clone()];
+                let errno = match nix::unistd::execve(&path_c, &argv, &env) {
+                    Ok(never) => match never {},
+                    Err(errno) => errno,
+                };
+                let message = format!(
+                    "extension {} could not be started: {}\n",
+                    path.display(),
+                    explain_exec_failure(&path, errno)
+                );
+                let _ = nix::unistd::write(std::io::stderr(), message.as_bytes());
+                // SAFETY: _exit in a forked child.
+                unsafe { libc::_exit(127) }
+            }
+            Ok(ForkResult::Parent { .. }) => {}
+            Err(errno) => {
+                let message = format!(
+                    "extension {} could not be started: fork: {errno}\n",
+                    path.display()
+                );
+                let _ = nix::unistd::write(std::io::stderr(), message.as_bytes());
+            }
+        }
+    }
 }
 
 /// If the reaper dies (killed, or the machine's OOM killer), the function dies with it.
@@ -771,7 +875,10 @@ fn build_root(
         ),
         (
             "hosts",
-            format!("127.0.0.1\tlocalhost {SANDBOX_HOSTNAME}\n::1\tlocalhost\n"),
+            // `sandbox.localdomain` is where extensions listen for the Telemetry API, as on Lambda.
+            format!(
+                "127.0.0.1\tlocalhost {SANDBOX_HOSTNAME} sandbox.localdomain\n::1\tlocalhost\n"
+            ),
         ),
         ("hostname", format!("{SANDBOX_HOSTNAME}\n")),
         (

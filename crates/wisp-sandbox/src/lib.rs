@@ -28,7 +28,7 @@ use std::path::PathBuf;
 pub use network::{DNS_ADDRESS, HOST_ADDRESS, SLIRP4NETNS, find_slirp4netns};
 pub use nix::sys::signal::Signal;
 pub use pool::{PLACEHOLDER_LIMITS, REFILL_DELAY, SPARES, SandboxPool};
-pub use spawn::{ExitReport, KillHandle, LAUNCH_TIMEOUT, SpawnedSandbox, spawn};
+pub use spawn::{ChildProcess, ExitReport, KillHandle, LAUNCH_TIMEOUT, SpawnedSandbox, spawn};
 
 /// Address the Runtime API listens on inside every sandbox (`AWS_LAMBDA_RUNTIME_API`).
 pub const RUNTIME_API_ADDRESS: &str = "127.0.0.1:9001";

@@ -122,6 +122,15 @@ impl Target {
     }
 }
 
+/// A process the sandbox's pid-1 process started, as [`KillHandle::living_children`] sees it.
+#[derive(Debug, Clone)]
+pub struct ChildProcess {
+    /// Its command line (an interpreted extension's shows the interpreter, then the script's path).
+    pub arguments: Vec<String>,
+    /// Forked by the launcher and not yet through `execve`.
+    pub before_exec: bool,
+}
+
 /// Sends signals to a sandbox from another task while its owner waits for it. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct KillHandle {
@@ -149,6 +158,83 @@ impl KillHandle {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.target.pid)).ok()?;
         caught_signals(&status).map(|mask| mask & (1u64 << (signal as u32 - 1)) != 0)
     }
+
+    /// Connects to `127.0.0.1:port` inside the sandbox's own network namespace, where the
+    /// sandbox's processes listen (the Telemetry API delivers to an extension's listener this way).
+    /// Blocks for up to `timeout`: call it off the async threads. The connect happens on a short-lived
+    /// thread that joins the namespace; the socket stays in it after the thread is gone.
+    pub fn connect_inside(
+        &self,
+        port: u16,
+        timeout: std::time::Duration,
+    ) -> std::io::Result<std::net::TcpStream> {
+        if self
+            .target
+            .exited
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                "the sandbox has exited",
+            ));
+        }
+        let namespace = std::fs::File::open(format!("/proc/{}/ns/net", self.target.pid))?;
+        std::thread::Builder::new()
+            .name("wisp-netns".into())
+            .spawn(move || {
+                nix::sched::setns(&namespace, nix::sched::CloneFlags::CLONE_NEWNET)?;
+                let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+                std::net::TcpStream::connect_timeout(&address, timeout)
+            })?
+            .join()
+            .unwrap_or_else(|_| {
+                Err(std::io::Error::other(
+                    "the thread connecting into the sandbox panicked",
+                ))
+            })
+    }
+
+    /// The living direct children of the sandbox's pid-1 process: the extensions the launcher
+    /// started before the bootstrap, and whatever the runtime started itself. Exited children that
+    /// nobody reaped yet (zombies) are left out.
+    pub fn living_children(&self) -> Vec<ChildProcess> {
+        let pid = self.target.pid;
+        let Ok(list) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) else {
+            return Vec::new();
+        };
+        // Forked by the launcher but not yet through execve: still the launcher's program.
+        let launcher_exe = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                let close = stat.rfind(')')?;
+                stat[close + 1..]
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse::<u32>()
+                    .ok()
+            })
+            .and_then(|parent| std::fs::read_link(format!("/proc/{parent}/exe")).ok());
+        list.split_whitespace()
+            .filter_map(|child| {
+                let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).ok()?;
+                let close = stat.rfind(')')?;
+                let state = stat[close + 1..].split_whitespace().next()?;
+                if state == "Z" || state == "X" {
+                    return None;
+                }
+                let cmdline = std::fs::read(format!("/proc/{child}/cmdline")).ok()?;
+                let exe = std::fs::read_link(format!("/proc/{child}/exe")).ok();
+                Some(ChildProcess {
+                    arguments: cmdline
+                        .split(|byte| *byte == 0)
+                        .filter(|argument| !argument.is_empty())
+                        .map(|argument| String::from_utf8_lossy(argument).into_owned())
+                        .collect(),
+                    before_exec: exe.is_some() && exe == launcher_exe,
+                })
+            })
+            .collect()
+    }
 }
 
 /// The `SigCgt` mask of a `/proc/{pid}/status` text: bit `n - 1` is set when signal `n` is caught.
@@ -168,6 +254,8 @@ pub struct SpawnedSandbox {
     listener: Option<TcpListener>,
     stdout: Option<ChildStdout>,
     stderr: Option<ChildStderr>,
+    /// Read end of the pipe the extensions write their output to (sandboxes with layers only).
+    extension_output: Option<OwnedFd>,
     /// Kept open for the sandbox's lifetime: the launcher kills the function when it closes.
     _control: OwnedFd,
     /// slirp4netns, in egress mode; killed with the sandbox when dropped.
@@ -207,6 +295,13 @@ impl SpawnedSandbox {
     /// The function's standard output. `Some` once.
     pub fn take_stdout(&mut self) -> Option<ChildStdout> {
         self.stdout.take()
+    }
+
+    /// What the extensions started from `/opt/extensions` write (standard output and error, one
+    /// pipe), non-blocking; only for sandboxes with layers. `Some` once.
+    pub fn take_extension_output(&mut self) -> Option<tokio::net::unix::pipe::Receiver> {
+        let fd = self.extension_output.take()?;
+        tokio::net::unix::pipe::Receiver::from_owned_fd(fd).ok()
     }
 
     /// The function's standard error. `Some` once.
@@ -658,12 +753,24 @@ impl Prepared {
         };
         let control = control.into_inner();
         match reply {
-            Ok(Some((LaunchReply::Ready { pid, has_pidfd }, fds))) => {
+            Ok(Some((
+                LaunchReply::Ready {
+                    pid,
+                    has_pidfd,
+                    has_extension_output,
+                },
+                fds,
+            ))) => {
                 let mut fds = fds.into_iter();
                 let listener_fd = fds
                     .next()
                     .ok_or_else(|| SandboxError::Launcher("launcher sent no listener".into()))?;
                 let pidfd = if has_pidfd { fds.next() } else { None };
+                let extension_output = if has_extension_output {
+                    fds.next()
+                } else {
+                    None
+                };
                 let listener = TcpListener::from(listener_fd);
                 listener.set_nonblocking(true)?;
                 let pid = u32::try_from(pid).map_err(|_| {
@@ -681,6 +788,7 @@ impl Prepared {
                         exited: AtomicBool::new(false),
                     }),
                     listener: Some(listener),
+                    extension_output,
                     _control: control,
                     egress,
                     degraded,

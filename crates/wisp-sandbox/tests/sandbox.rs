@@ -836,3 +836,86 @@ if echo x > /opt/new 2>/dev/null; then echo "opt: writable"; else echo "opt: rea
         other => panic!("expected a setup error, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn extensions_start_before_the_bootstrap_with_an_output_pipe_of_their_own() {
+    if !have_root() {
+        return;
+    }
+    let code = code_dir("#!/bin/sh\necho from the runtime\nsleep 2\n");
+    let layers = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(layers.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let extensions = layers.path().join("extensions");
+    std::fs::create_dir(&extensions).unwrap();
+    for (name, script, mode) in [
+        (
+            "agent",
+            "#!/bin/sh\necho \"agent sees $MARKER as uid $(id -u)\"\nsleep 5\n",
+            0o755,
+        ),
+        ("notes.txt", "not executable\n", 0o644),
+    ] {
+        std::fs::write(extensions.join(name), script).unwrap();
+        std::fs::set_permissions(extensions.join(name), std::fs::Permissions::from_mode(mode))
+            .unwrap();
+    }
+    let mut with_agent = spec(code.path());
+    with_agent.opt_dir = Some(layers.path().to_path_buf());
+    let mut sandbox = wisp_sandbox::spawn(&with_agent, &launcher()).await.unwrap();
+    let mut agent_output = sandbox.take_extension_output().expect("an extension pipe");
+    let handle = sandbox.kill_handle();
+
+    // The agent is a living child of pid 1, found by its command line.
+    let mut found = false;
+    for _ in 0..100 {
+        found = handle.living_children().iter().any(|child| {
+            child
+                .arguments
+                .iter()
+                .any(|argument| argument == "/opt/extensions/agent")
+        });
+        if found {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(found, "{:?}", handle.living_children());
+    // The server connects to ports on the sandbox's own loopback: the Runtime API listens there.
+    let inside = handle.clone();
+    let reached = tokio::task::spawn_blocking(move || {
+        (
+            inside
+                .connect_inside(9001, Duration::from_secs(1))
+                .map(|_| ()),
+            inside
+                .connect_inside(9002, Duration::from_secs(1))
+                .map(|_| ()),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(reached.0.is_ok(), "{:?}", reached.0);
+    assert_eq!(
+        reached.1.unwrap_err().kind(),
+        std::io::ErrorKind::ConnectionRefused
+    );
+
+    let mut agent_text = String::new();
+    let mut chunk = [0u8; 256];
+    while !agent_text.contains('\n') {
+        let count = tokio::time::timeout(Duration::from_secs(5), agent_output.read(&mut chunk))
+            .await
+            .expect("the agent writes within 5 s")
+            .unwrap();
+        assert!(count > 0, "the agent's pipe closed early");
+        agent_text.push_str(&String::from_utf8_lossy(&chunk[..count]));
+    }
+    assert_eq!(agent_text, "agent sees hello sandbox as uid 993\n");
+    let finished = finish(sandbox).await;
+    assert_eq!(finished.stdout, "from the runtime\n");
+    assert!(
+        !finished.stderr.contains("notes.txt"),
+        "{}",
+        finished.stderr
+    );
+}

@@ -55,12 +55,19 @@ fn lambda_reason(detail: &str, timed_out: bool) -> ShutdownReason {
     match detail {
         "failed" if timed_out => ShutdownReason::Timeout,
         "failed" | "init failed" => ShutdownReason::Failure,
+        // Extensions still busy at an invocation's deadline (see `crate::extensions`).
+        "extensions timeout" => ShutdownReason::Timeout,
         // idle, function changed, server stopping, provisioned concurrency reduced, and any new one
         _ => ShutdownReason::Spindown,
     }
 }
 
 impl Instance {
+    /// Lambda's reason for a stop with the engine's `detail`, as the runtime is told it.
+    pub(super) fn lambda_reason(&self, detail: &str) -> ShutdownReason {
+        lambda_reason(detail, self.shutdown.timed_out.load(Ordering::Relaxed))
+    }
+
     /// Whether the runtime can see SIGTERM at all. As pid 1 of its namespace, a process without a
     /// handler for it never receives it; when `/proc` cannot tell, assume it can.
     fn catches_sigterm(&self) -> bool {
@@ -239,6 +246,7 @@ mod tests {
             ("failed", false, ShutdownReason::Failure),
             ("failed", true, ShutdownReason::Timeout),
             ("init failed", false, ShutdownReason::Failure),
+            ("extensions timeout", false, ShutdownReason::Timeout),
             // A server stop after a timeout is still a spindown: the timeout already replaced it.
             ("server stopping", true, ShutdownReason::Spindown),
         ] {
