@@ -11,13 +11,15 @@
 //!    ([`idempotency`]);
 //! 6. invokes checked against a 20-field input schema against the same function without one ([`signatures`]);
 //! 7. the event bus: publish → function run latency and throughput against `Event` invokes of the
-//!    same function ([`bus`]).
+//!    same function ([`bus`]);
+//! 8. gRPC unary calls against REST invokes of the same protobuf-typed function ([`grpc`]).
 //!
 //! Everything runs on loopback; every loop is bounded by a count or a deadline. The server is
 //! started on a free port with a fresh data directory and stopped at the end.
 
 mod asynchronous;
 mod bus;
+mod grpc;
 mod idempotency;
 mod signatures;
 
@@ -79,7 +81,7 @@ struct Cli {
     /// Events sent one at a time to measure enqueue-to-start latency.
     #[arg(long, default_value_t = 500)]
     latency_events: usize,
-    /// Skip sections: any of latency, cold, throughput, async, idempotency, signatures, bus.
+    /// Skip sections: any of latency, cold, throughput, async, idempotency, signatures, bus, grpc.
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
     #[command(subcommand)]
@@ -853,6 +855,9 @@ async fn sections(
     }
     if !skip("bus") {
         bus::section(cli, wisp_addr, &noop_zip).await?;
+    }
+    if !skip("grpc") {
+        grpc::section(cli, wisp_addr, &noop_zip).await?;
     }
     Ok(())
 }
