@@ -242,6 +242,49 @@ def test_a_wrong_secret_is_unauthenticated(wisp, channel, stubs):
     assert "secret" in raised.value.details()
 
 
+def test_a_request_over_the_payload_limit_is_resource_exhausted(wisp, channel):
+    with pytest.raises(grpc.RpcError) as raised:
+        raw_call(channel, "/shop.v1.Orders/Place", b"\x0a" + b"\x80\x80\xc0\x03" + b"x" * (7 * 1024 * 1024), credentials(wisp))
+    assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_the_qualifier_metadata_calls_an_alias(wisp, lambda_client, orders, channel, stubs):
+    shop_pb2, shop_pb2_grpc = stubs
+    version = lambda_client.publish_version(FunctionName=orders)["Version"]
+    lambda_client.create_alias(FunctionName=orders, Name="live", FunctionVersion=version)
+    metadata = credentials(wisp) + (("wisp-qualifier", "live"),)
+    reply, call = shop_pb2_grpc.OrdersStub(channel).Place.with_call(
+        shop_pb2.PlaceRequest(customer_id="c-4", lines=[shop_pb2.Line(sku="a", quantity=1)]), metadata=metadata, timeout=60
+    )
+    assert reply.total == 3
+    request_id = dict(call.initial_metadata())["wisp-request-id"]
+    deadline = time.time() + 10
+    while True:
+        status, _, body = signed_request(wisp, "GET", "/wisp/v1/invocations/%s" % request_id)
+        if status == 200 or time.time() > deadline:
+            break
+        time.sleep(0.05)
+    assert status == 200, body
+    assert json.loads(body)["version"] == version
+    with pytest.raises(grpc.RpcError) as raised:
+        shop_pb2_grpc.OrdersStub(channel).Place(shop_pb2.PlaceRequest(customer_id="c"), metadata=credentials(wisp) + (("wisp-qualifier", "nowhere"),), timeout=30)
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_dev_server_takes_calls_without_credentials(server_factory, stubs):
+    server = server_factory("grpc-dev", ["--dev"])
+    client = server.client()
+    name = unique_name("orders-dev")
+    client.create_function(FunctionName=name, Runtime=PYTHON_RUNTIME, Role=ROLE, Handler="handler.handler", Code={"ZipFile": python_zip(HANDLER)})
+    wait_until_ready(client, name)
+    status, _, body = put_signature(server, name, signature())
+    assert status == 200, body
+    shop_pb2, shop_pb2_grpc = stubs
+    with grpc.insecure_channel(target(server)) as opened:
+        reply = shop_pb2_grpc.OrdersStub(opened).Place(shop_pb2.PlaceRequest(customer_id="d", lines=[shop_pb2.Line(quantity=2)]), timeout=60)
+    assert reply.total == 6
+
+
 def test_rest_invokes_are_checked_against_the_message(lambda_client, orders):
     response, body = invoke(lambda_client, orders, {"customerId": "c-3", "lines": [{"sku": "a", "quantity": 1}]})
     assert "FunctionError" not in response, body

@@ -25,7 +25,7 @@ use prost::Message as _;
 use wisp_control::Side;
 use wisp_control::protobuf;
 use wisp_engine::{InvocationType, InvokeRequest};
-use wisp_types::{AccountId, ApiError, ErrorCode, FunctionRef, MAX_SYNC_PAYLOAD_BYTES};
+use wisp_types::{AccountId, ApiError, ErrorCode, FunctionRef, MAX_SYNC_PAYLOAD_BYTES, Qualifier};
 
 use crate::ApiState;
 use crate::grpc_reflection::{Catalog, ServerReflectionRequest};
@@ -295,16 +295,39 @@ async fn unary(
                 ),
             )
         })?;
-    let signature = resolved
-        .signature_of(&resolved.primary)
-        .ok_or_else(|| Status::new(Code::Internal, "the bound function lost its signature"))?;
+    // `wisp-qualifier` metadata picks a version or alias; its own signature decodes the call.
+    let qualifier = match request.headers().get("wisp-qualifier") {
+        None => None,
+        Some(value) => {
+            Some(Qualifier::parse(value.to_str().unwrap_or_default()).map_err(Status::from)?)
+        }
+    };
+    let resolved = match &qualifier {
+        None => resolved,
+        Some(qualifier) => {
+            let reference = FunctionRef {
+                account: None,
+                region: None,
+                name: resolved.function_name.clone(),
+                qualifier: None,
+            };
+            state
+                .control
+                .resolve(&account, &reference, Some(qualifier.clone()))
+                .await?
+        }
+    };
+    let signature = resolved.signature_of(&resolved.primary);
     let (Some(input), Some(output)) = (
-        signature.message(Side::Input),
-        signature.message(Side::Output),
+        signature.and_then(|signature| signature.message(Side::Input)),
+        signature.and_then(|signature| signature.message(Side::Output)),
     ) else {
         return Err(Status::new(
-            Code::Internal,
-            "the bound function's signature has no protobuf messages",
+            Code::FailedPrecondition,
+            format!(
+                "{} has no protobuf input and output messages, so it cannot be called over gRPC",
+                resolved.invoked_arn
+            ),
         ));
     };
     let (input, output) = (input.clone(), output.clone());
@@ -328,7 +351,7 @@ async fn unary(
                 name: resolved.function_name.clone(),
                 qualifier: None,
             },
-            qualifier: None,
+            qualifier,
             payload,
             invocation_type: InvocationType::RequestResponse,
             want_log_tail: false,
@@ -460,4 +483,53 @@ async fn build_catalog(state: &ApiState, account: &AccountId) -> Result<Catalog,
     }
     services.sort();
     Ok(Catalog { services, pools })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_taken_whole_from_the_front_of_the_buffer() {
+        let mut buffer = Bytes::from([length_prefixed(b"one"), length_prefixed(b"")].concat());
+        assert_eq!(take_message(&mut buffer).unwrap().unwrap(), &b"one"[..]);
+        assert_eq!(take_message(&mut buffer).unwrap().unwrap(), &b""[..]);
+        assert!(take_message(&mut buffer).unwrap().is_none());
+        let framed = length_prefixed(b"partial");
+        let mut partial = framed.slice(..framed.len() - 1);
+        assert!(take_message(&mut partial).unwrap().is_none());
+        let mut compressed = Bytes::from_static(&[1, 0, 0, 0, 0]);
+        assert_eq!(
+            take_message(&mut compressed).unwrap_err().code,
+            Code::Unimplemented
+        );
+    }
+
+    #[test]
+    fn wisp_errors_map_onto_grpc_codes() {
+        let cases = [
+            (ErrorCode::InputSchemaViolation, Code::InvalidArgument),
+            (ErrorCode::InvalidRequestContent, Code::InvalidArgument),
+            (ErrorCode::ResourceNotFound, Code::NotFound),
+            (ErrorCode::TooManyRequests, Code::ResourceExhausted),
+            (ErrorCode::RequestTooLarge, Code::ResourceExhausted),
+            (ErrorCode::UnrecognizedClient, Code::Unauthenticated),
+            (ErrorCode::AccessDenied, Code::PermissionDenied),
+            (ErrorCode::IdempotencyKeyMismatch, Code::FailedPrecondition),
+            (ErrorCode::Service, Code::Internal),
+        ];
+        for (error, expected) in cases {
+            let status = Status::from(ApiError::new(error, "why"));
+            assert_eq!(status.code, expected, "{error:?}");
+            assert!(status.message.ends_with("why"));
+        }
+    }
+
+    #[test]
+    fn status_messages_are_percent_encoded() {
+        let mut headers = HeaderMap::new();
+        put_status(&mut headers, Code::Unknown, "50% off: café\nnext");
+        assert_eq!(headers["grpc-status"], "2");
+        assert_eq!(headers["grpc-message"], "50%25 off: caf%C3%A9%0Anext");
+    }
 }
