@@ -40,10 +40,34 @@ pub fn compile_files(files: &BTreeMap<String, String>) -> Result<DescriptorPool,
     resolver.add(GoogleFileResolver::new());
     let mut compiler = protox::Compiler::with_file_resolver(resolver);
     compiler.include_imports(true);
-    compiler
-        .open_files(files.keys())
-        .map_err(|error| ApiError::invalid(format!("the .proto files do not compile: {error}")))?;
+    compiler.open_files(files.keys()).map_err(|error| {
+        ApiError::invalid(format!(
+            "the .proto files do not compile: {}{error}",
+            location(&error, files)
+        ))
+    })?;
     Ok(compiler.descriptor_pool())
+}
+
+/// `file.proto:LINE:COLUMN: ` of a compile error, when it points into an uploaded file.
+fn location(error: &protox::Error, files: &BTreeMap<String, String>) -> String {
+    use miette::Diagnostic as _;
+    let Some(name) = error.file() else {
+        return String::new();
+    };
+    let offset = error
+        .labels()
+        .and_then(|mut labels| labels.next())
+        .map(|label| label.offset());
+    match (files.get(name), offset) {
+        (Some(source), Some(offset)) if offset <= source.len() => {
+            let before = &source[..offset];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |at| at + 1) + 1;
+            format!("{name}:{line}:{column}: ")
+        }
+        _ => format!("{name}: "),
+    }
 }
 
 /// A compiled protobuf type: the message and the pool that declares it.
@@ -277,9 +301,9 @@ mod tests {
                 }
             }
         }
-        let unknown = compiled.violations(br#"{"colour": "red"}"#);
+        let unknown = compiled.violations(br#"{"lines": [{"colour": "red"}]}"#);
         assert_eq!(unknown.len(), 1);
-        assert!(unknown[0].message.contains("colour"), "{unknown:?}");
+        assert_eq!(unknown[0].pointer, "/lines/0/colour", "{unknown:?}");
     }
 
     #[test]
