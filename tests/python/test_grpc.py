@@ -7,6 +7,7 @@ the `.proto`. Errors map onto gRPC status codes; the same messages check REST in
 
 import collections
 import importlib
+import importlib.resources
 import json
 import sys
 import time
@@ -23,6 +24,8 @@ PROTO = """
 syntax = "proto3";
 package shop.v1;
 
+import "google/protobuf/timestamp.proto";
+
 message Line {
   string sku = 1;
   int32 quantity = 2;
@@ -31,6 +34,7 @@ message Line {
 message PlaceRequest {
   string customer_id = 1;
   repeated Line lines = 2;
+  google.protobuf.Timestamp placed_at = 3;
 }
 
 message PlaceReply {
@@ -56,6 +60,8 @@ def handler(event, context):
         time.sleep(10)
     if customer == "wrong":
         return {"total": "many"}
+    if customer == "when":
+        return {"total": 0, "customer": str(event["placedAt"])}
     total = sum(line["quantity"] * 3 for line in event["lines"])
     return {"total": str(total), "customer": customer}
 """
@@ -109,7 +115,8 @@ def stubs(tmp_path_factory):
 
     directory = tmp_path_factory.mktemp("stubs")
     (directory / "shop.proto").write_text(PROTO)
-    assert protoc.main(["protoc", "-I%s" % directory, "--python_out=%s" % directory, "--grpc_python_out=%s" % directory, str(directory / "shop.proto")]) == 0
+    well_known = importlib.resources.files("grpc_tools") / "_proto"
+    assert protoc.main(["protoc", "-I%s" % directory, "-I%s" % well_known, "--python_out=%s" % directory, "--grpc_python_out=%s" % directory, str(directory / "shop.proto")]) == 0
     sys.path.insert(0, str(directory))
     try:
         yield importlib.import_module("shop_pb2"), importlib.import_module("shop_pb2_grpc")
@@ -141,6 +148,14 @@ def test_generated_stubs_invoke_the_function(wisp, orders, channel, stubs):
     assert json.loads(body)["function_name"] == orders
 
 
+def test_well_known_types_reach_the_function_in_their_json_form(wisp, channel, stubs):
+    shop_pb2, shop_pb2_grpc = stubs
+    request = shop_pb2.PlaceRequest(customer_id="when")
+    request.placed_at.FromJsonString("2026-12-04T10:00:00Z")
+    reply = shop_pb2_grpc.OrdersStub(channel).Place(request, metadata=credentials(wisp), timeout=60)
+    assert reply.customer == "2026-12-04T10:00:00Z"
+
+
 def test_reflection_lists_and_calls_the_function_without_the_proto(wisp, channel, stubs):
     intercepted = grpc.intercept_channel(channel, Credentials(credentials(wisp)))
     database = ProtoReflectionDescriptorDatabase(intercepted)
@@ -150,6 +165,7 @@ def test_reflection_lists_and_calls_the_function_without_the_proto(wisp, channel
     method = service.FindMethodByName("Place")
     request_class = message_factory.GetMessageClass(method.input_type)
     reply_class = message_factory.GetMessageClass(method.output_type)
+    assert method.input_type.fields_by_name["placed_at"].message_type.full_name == "google.protobuf.Timestamp"
     request = request_class(customer_id="c-2")
     line = request.lines.add()
     line.sku = "x"
