@@ -11,8 +11,9 @@
 //! (SigV4 does not fit gRPC clients); with `wisp serve --dev` the metadata may be left out.
 //! Framing is done here (5-byte prefix, `grpc-status` trailers); no business rule lives here.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -22,8 +23,8 @@ use axum::response::Response;
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use prost::Message as _;
-use wisp_control::Side;
 use wisp_control::protobuf;
+use wisp_control::{Resolved, Side};
 use wisp_engine::{InvocationType, InvokeRequest};
 use wisp_types::{AccountId, ApiError, ErrorCode, FunctionRef, MAX_SYNC_PAYLOAD_BYTES, Qualifier};
 
@@ -132,6 +133,51 @@ fn put_status(headers: &mut HeaderMap, code: Code, message: &str) {
         let encoded = percent_encoding::utf8_percent_encode(message, GRPC_MESSAGE).to_string();
         if let Ok(value) = HeaderValue::from_str(&encoded) {
             headers.insert("grpc-message", value);
+        }
+    }
+}
+
+/// Which function serves each gRPC method, remembered so a warm call reads nothing from the store:
+/// an entry is confirmed against the function's (cached) resolution on every call, and read again
+/// from the control plane's index when that fails.
+#[derive(Default)]
+pub struct GrpcBindings(Mutex<HashMap<(AccountId, String), String>>);
+
+impl GrpcBindings {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(AccountId, String), String>> {
+        self.0.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+}
+
+async fn binding(
+    state: &ApiState,
+    account: &AccountId,
+    method: &str,
+) -> Result<Option<Arc<Resolved>>, ApiError> {
+    let key = (account.clone(), method.to_string());
+    let remembered = state.grpc.lock().get(&key).cloned();
+    if let Some(name) = remembered
+        && let Some(resolved) = state.control.grpc_bound(account, &name, method).await?
+    {
+        return Ok(Some(resolved));
+    }
+    let found = match state.control.grpc_index(account, method).await? {
+        Some(name) => state
+            .control
+            .grpc_bound(account, &name, method)
+            .await?
+            .map(|resolved| (name, resolved)),
+        None => None,
+    };
+    let mut bindings = state.grpc.lock();
+    match found {
+        Some((name, resolved)) => {
+            bindings.insert(key, name);
+            Ok(Some(resolved))
+        }
+        None => {
+            bindings.remove(&key);
+            Ok(None)
         }
     }
 }
@@ -283,11 +329,7 @@ async fn unary(
     method: &str,
     request: Request,
 ) -> Result<Response, Status> {
-    let resolved = state
-        .control
-        .grpc_binding(&account, method)
-        .await?
-        .ok_or_else(|| {
+    let resolved = binding(state, &account, method).await?.ok_or_else(|| {
             Status::new(
                 Code::Unimplemented,
                 format!(

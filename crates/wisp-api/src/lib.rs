@@ -9,7 +9,7 @@ pub mod auth;
 mod bus;
 mod event_config;
 mod events;
-mod grpc;
+pub mod grpc;
 mod grpc_reflection;
 mod lambda;
 mod layers;
@@ -45,6 +45,8 @@ pub struct ApiState {
     pub log: Arc<dyn Log>,
     pub auth: Authenticator,
     pub region: String,
+    /// The gRPC gateway's memory of which function serves which method.
+    pub grpc: grpc::GrpcBindings,
 }
 
 /// The whole HTTP API as one router.

@@ -2,7 +2,7 @@
 //! function name, written when a signature with a `GrpcMethod` is set (`docs/GRPC.md`).
 //!
 //! The index is a hint: the gateway trusts an entry only when the function's current signature still
-//! names the method ([`ControlPlane::grpc_binding`]), so a deleted function or a changed signature
+//! names the method ([`ControlPlane::grpc_bound`]), so a deleted function or a changed signature
 //! never serves a stale method, and nothing has to clean the index up on delete.
 
 use std::sync::Arc;
@@ -20,8 +20,9 @@ fn store_error(error: impl std::fmt::Display) -> ApiError {
 }
 
 impl ControlPlane {
-    /// The `$LATEST` resolution of `name` when its signature still names `method`.
-    async fn bound(
+    /// The `$LATEST` resolution of `name` when its signature still names `method` (no store read when
+    /// the resolution is cached).
+    pub async fn grpc_bound(
         &self,
         account: &AccountId,
         name: &str,
@@ -62,7 +63,7 @@ impl ControlPlane {
             return Ok(());
         };
         let holder = String::from_utf8_lossy(&entry.value).into_owned();
-        if holder != name && self.bound(account, &holder, method).await?.is_some() {
+        if holder != name && self.grpc_bound(account, &holder, method).await?.is_some() {
             return Err(ApiError::conflict(format!(
                 "the gRPC method {method} is already served by function {holder}; hint: remove its GrpcMethod first (wisp signature {holder} --remove)"
             )));
@@ -96,22 +97,19 @@ impl ControlPlane {
         Ok(())
     }
 
-    /// The function that serves `method` (`package.Service/Method`) in `account`, resolved at `$LATEST`.
-    pub async fn grpc_binding(
+    /// The function the index names for `method` (`package.Service/Method`) in `account`; confirm it
+    /// with [`ControlPlane::grpc_bound`].
+    pub async fn grpc_index(
         &self,
         account: &AccountId,
         method: &str,
-    ) -> Result<Option<Arc<Resolved>>, ApiError> {
-        let Some(entry) = self
+    ) -> Result<Option<String>, ApiError> {
+        Ok(self
             .kv
             .get(&grpc_key(account, method))
             .await
             .map_err(store_error)?
-        else {
-            return Ok(None);
-        };
-        let name = String::from_utf8_lossy(&entry.value).into_owned();
-        self.bound(account, &name, method).await
+            .map(|entry| String::from_utf8_lossy(&entry.value).into_owned()))
     }
 
     /// Every function of the account that serves a gRPC method, with its method.
@@ -133,7 +131,7 @@ impl ControlPlane {
             for (key, entry) in page {
                 let method = key[prefix.len()..].to_string();
                 let name = String::from_utf8_lossy(&entry.value).into_owned();
-                if let Some(resolved) = self.bound(account, &name, &method).await? {
+                if let Some(resolved) = self.grpc_bound(account, &name, &method).await? {
                     bindings.push((method, resolved));
                 }
             }
