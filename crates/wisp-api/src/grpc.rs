@@ -100,7 +100,9 @@ impl From<ApiError> for Status {
         let code = match error.code {
             ErrorCode::InvalidParameterValue
             | ErrorCode::InvalidRequestContent
-            | ErrorCode::InputSchemaViolation => Code::InvalidArgument,
+            | ErrorCode::InputSchemaViolation
+            | ErrorCode::NoMatchingRoute => Code::InvalidArgument,
+            ErrorCode::InvocationRejected => Code::PermissionDenied,
             ErrorCode::ResourceNotFound | ErrorCode::ProvisionedConcurrencyConfigNotFound => {
                 Code::NotFound
             }
@@ -359,7 +361,9 @@ async fn unary(
                 .await?
         }
     };
-    let signature = resolved.signature_of(&resolved.primary);
+    let signature = resolved
+        .typed_of(&resolved.primary)
+        .and_then(|typed| typed.signature.as_ref());
     let (Some(input), Some(output)) = (
         signature.and_then(|signature| signature.message(Side::Input)),
         signature.and_then(|signature| signature.message(Side::Output)),
@@ -399,6 +403,7 @@ async fn unary(
             want_log_tail: false,
             client_context: None,
             idempotency_key,
+            skip_hooks: false,
         })
         .await?;
     let request_id = response.request_id.clone();
@@ -512,7 +517,8 @@ async fn build_catalog(state: &ApiState, account: &AccountId) -> Result<Catalog,
     let mut pools = Vec::new();
     for (_, resolved) in bindings {
         let Some(method) = resolved
-            .signature_of(&resolved.primary)
+            .typed_of(&resolved.primary)
+            .and_then(|typed| typed.signature.as_ref())
             .and_then(|signature| signature.grpc_method())
         else {
             continue;

@@ -520,6 +520,15 @@ fn validate_routes(routes: &[Route]) -> Result<(), ApiError> {
             )));
         }
         route.rule.validate(name)?;
+        if route
+            .signature
+            .as_ref()
+            .is_some_and(|signature| signature.grpc_method.is_some())
+        {
+            return Err(ApiError::invalid(format!(
+                "route {name:?}: a route's signature cannot name a GrpcMethod; bind the method in the function's own signature"
+            )));
+        }
         if route.handler.trim().is_empty() || route.handler.len() > 128 {
             return Err(ApiError::invalid(format!(
                 "route {name:?}: Handler must be 1 to 128 characters"
