@@ -380,3 +380,20 @@ class Credentials(grpc.UnaryUnaryClientInterceptor, grpc.StreamStreamClientInter
 
     def intercept_stream_stream(self, continuation, details, request_iterator):
         return continuation(self._details(details), request_iterator)
+
+
+def test_a_protobuf_typed_destination_that_cannot_take_the_record_is_refused(lambda_client, orders):
+    source = unique_name("orders-source")
+    lambda_client.create_function(FunctionName=source, Runtime=PYTHON_RUNTIME, Role=ROLE, Handler="handler.handler", Code={"ZipFile": python_zip(HANDLER)})
+    wait_until_ready(lambda_client, source)
+    target_arn = lambda_client.get_function(FunctionName=orders)["Configuration"]["FunctionArn"]
+    error = expect_error(
+        "InvalidParameterValueException",
+        400,
+        lambda_client.put_function_event_invoke_config,
+        FunctionName=source,
+        DestinationConfig={"OnSuccess": {"Destination": target_arn}},
+    )
+    # shop.v1.PlaceRequest has no field for the invocation record's `requestContext`.
+    assert "does not accept" in str(error) and "requestContext" in str(error), error
+    lambda_client.delete_function(FunctionName=source)

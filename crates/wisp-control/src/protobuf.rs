@@ -173,6 +173,87 @@ impl CompiledMessage {
     }
 }
 
+/// The JSON Schema of the documents that map onto `message` (protobuf's JSON mapping): an object closed
+/// to fields the message does not have, under either name; no field required; 32- and 64-bit integers
+/// as integers or strings, floats as numbers or strings, enums by name or number, `null` anywhere a
+/// field may be. Used as the accepting side of the static wiring check (`compat.rs`); well-known
+/// types and messages nested deeper than eight levels accept any value.
+pub fn accepted_schema(message: &MessageDescriptor) -> serde_json::Value {
+    message_schema(message, 0)
+}
+
+fn message_schema(message: &MessageDescriptor, depth: usize) -> serde_json::Value {
+    use serde_json::json;
+    if depth > 8 || message.full_name().starts_with("google.protobuf.") {
+        return json!({});
+    }
+    let mut properties = serde_json::Map::new();
+    for field in message.fields() {
+        let value = if field.is_map() {
+            let entry = match field.kind() {
+                prost_reflect::Kind::Message(entry) => entry,
+                _ => unreachable!("a map field's kind is its entry message"),
+            };
+            json!({
+                "type": "object",
+                "additionalProperties": kind_schema(&entry.map_entry_value_field().kind(), depth),
+            })
+        } else if field.is_list() {
+            json!({ "type": "array", "items": kind_schema(&field.kind(), depth) })
+        } else {
+            kind_schema(&field.kind(), depth)
+        };
+        let value = with_null(value);
+        properties.insert(field.name().to_string(), value.clone());
+        properties.insert(field.json_name().to_string(), value);
+    }
+    json!({ "type": "object", "properties": properties, "additionalProperties": false })
+}
+
+fn kind_schema(kind: &prost_reflect::Kind, depth: usize) -> serde_json::Value {
+    use prost_reflect::Kind;
+    use serde_json::json;
+    match kind {
+        Kind::Double | Kind::Float => json!({ "type": ["number", "string"] }),
+        Kind::Int32
+        | Kind::Sint32
+        | Kind::Sfixed32
+        | Kind::Uint32
+        | Kind::Fixed32
+        | Kind::Int64
+        | Kind::Sint64
+        | Kind::Sfixed64
+        | Kind::Uint64
+        | Kind::Fixed64 => json!({ "type": ["integer", "string"] }),
+        Kind::Bool => json!({ "type": "boolean" }),
+        Kind::String | Kind::Bytes => json!({ "type": "string" }),
+        Kind::Message(message) => message_schema(message, depth + 1),
+        Kind::Enum(enumeration) => {
+            let mut values: Vec<serde_json::Value> = enumeration
+                .values()
+                .map(|value| json!(value.name()))
+                .collect();
+            values.extend(enumeration.values().map(|value| json!(value.number())));
+            json!({ "enum": values })
+        }
+    }
+}
+
+/// The same schema, also accepting `null` (a field set to `null` means its default).
+fn with_null(mut schema: serde_json::Value) -> serde_json::Value {
+    if let Some(kind) = schema.get_mut("type") {
+        let mut kinds = match kind.take() {
+            serde_json::Value::Array(kinds) => kinds,
+            single => vec![single],
+        };
+        kinds.push("null".into());
+        *kind = serde_json::Value::Array(kinds);
+    } else if let Some(serde_json::Value::Array(values)) = schema.get_mut("enum") {
+        values.push(serde_json::Value::Null);
+    }
+    schema
+}
+
 /// The JSON a function receives for a message: protobuf's JSON mapping (lowerCamelCase names,
 /// 64-bit integers as strings, enums by name), with fields at their default values included, so a
 /// function need not know proto3's defaults.
@@ -304,6 +385,28 @@ mod tests {
         let unknown = compiled.violations(br#"{"lines": [{"colour": "red"}]}"#);
         assert_eq!(unknown.len(), 1);
         assert_eq!(unknown[0].pointer, "/lines/0/colour", "{unknown:?}");
+    }
+
+    #[test]
+    fn the_accepted_schema_matches_what_maps_onto_the_message() {
+        let compiled = CompiledMessage::compile(&spec("orders.PlaceRequest")).unwrap();
+        let schema = accepted_schema(&compiled.descriptor);
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        for document in [
+            r#"{"customerId": "c1", "lines": [{"sku": "a", "quantity": 2}]}"#,
+            r#"{"customer_id": "c1", "lines": [{"quantity": "2"}], "at": "2026-01-01T00:00:00Z"}"#,
+            r#"{"customerId": null}"#,
+            r#"{"lines": [{"colour": "red"}]}"#,
+            r#"{"customerId": 5}"#,
+            r#"{"extra": 1}"#,
+        ] {
+            let value: serde_json::Value = serde_json::from_str(document).unwrap();
+            assert_eq!(
+                validator.is_valid(&value),
+                compiled.violations_of(&value).is_empty(),
+                "{document}"
+            );
+        }
     }
 
     #[test]

@@ -140,6 +140,17 @@ impl CompiledSignature {
     }
 }
 
+/// The JSON Schema a side accepts, for the static wiring check: the schema itself, or what maps onto
+/// the protobuf message.
+pub fn accepted_schema(spec: &TypeSpec) -> Result<serde_json::Value, ApiError> {
+    match spec {
+        TypeSpec::JsonSchema(schema) => Ok(schema.clone()),
+        TypeSpec::Protobuf(message) => Ok(crate::protobuf::accepted_schema(
+            &CompiledMessage::compile(message)?.descriptor,
+        )),
+    }
+}
+
 /// An event as the function sees it: an empty body is `{}`.
 pub fn parse_event(document: &[u8]) -> Result<serde_json::Value, serde_json::Error> {
     if document.is_empty() {
