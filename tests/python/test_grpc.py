@@ -176,6 +176,31 @@ def test_reflection_lists_and_calls_the_function_without_the_proto(wisp, channel
     assert reply.customer == "c-2"
 
 
+def test_reflection_v1_answers_each_request_on_one_stream(wisp, channel):
+    from grpc_reflection.v1alpha import reflection_pb2  # v1 has the same messages and field numbers
+
+    call = channel.stream_stream(
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        request_serializer=lambda message: message.SerializeToString(),
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )
+    requests = [
+        reflection_pb2.ServerReflectionRequest(list_services=""),
+        reflection_pb2.ServerReflectionRequest(file_containing_symbol="shop.v1.Orders.Place"),
+        reflection_pb2.ServerReflectionRequest(file_by_filename="google/protobuf/timestamp.proto"),
+        reflection_pb2.ServerReflectionRequest(file_by_filename="nowhere.proto"),
+    ]
+    answers = list(call(iter(requests), metadata=credentials(wisp), timeout=30))
+    assert len(answers) == 4
+    assert "shop.v1.Orders" in [service.name for service in answers[0].list_services_response.service]
+    from google.protobuf import descriptor_pb2
+
+    files = [descriptor_pb2.FileDescriptorProto.FromString(raw) for raw in answers[1].file_descriptor_response.file_descriptor_proto]
+    assert [file.name for file in files] == ["shop/v1/shop.proto", "google/protobuf/timestamp.proto"]
+    assert answers[2].file_descriptor_response.file_descriptor_proto
+    assert answers[3].error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]
+
+
 def test_reflection_refuses_a_symbol_it_does_not_serve(wisp, channel):
     intercepted = grpc.intercept_channel(channel, Credentials(credentials(wisp)))
     database = ProtoReflectionDescriptorDatabase(intercepted)
