@@ -422,3 +422,24 @@ def test_a_protobuf_typed_destination_that_cannot_take_the_record_is_refused(lam
     # shop.v1.PlaceRequest has no field for the invocation record's `requestContext`.
     assert "does not accept" in str(error) and "requestContext" in str(error), error
     lambda_client.delete_function(FunctionName=source)
+
+
+def test_the_manifest_sets_a_protobuf_signature(wisp, lambda_client, channel, tmp_path):
+    name = unique_name("manifest-orders")
+    package = "manifest%s" % uuid.uuid4().hex[:6]
+    source = tmp_path / "function"
+    (source / "protos").mkdir(parents=True)
+    (source / "handler.py").write_text(HANDLER)
+    (source / "protos" / "shop.proto").write_text(PROTO.replace("package shop.v1;", "package %s;" % package))
+    (source / "wisp.toml").write_text(
+        'runtime = "%s"\nhandler = "handler.handler"\nprotos = ["protos/shop.proto"]\n'
+        'input_message = "%s.PlaceRequest"\noutput_message = "%s.PlaceReply"\ngrpc_method = "%s.Orders/Place"\n'
+        % (PYTHON_RUNTIME, package, package, package)
+    )
+    wisp.wisp_cli("deploy", str(source), "--name", name)
+    shown = json.loads(wisp.wisp_cli("signature", name).stdout)
+    assert list(shown["Output"]["Protobuf"]["Files"]) == ["protos/shop.proto"]
+    assert shown["GrpcMethod"] == package + ".Orders/Place"
+    reply = raw_call(channel, "/%s.Orders/Place" % package, b"\x0a\x01m", credentials(wisp))
+    assert reply == b"\x12\x01m"  # total 0 is the default, so only customer = "m" is on the wire
+    lambda_client.delete_function(FunctionName=name)
