@@ -101,7 +101,8 @@ impl From<ApiError> for Status {
             ErrorCode::InvalidParameterValue
             | ErrorCode::InvalidRequestContent
             | ErrorCode::InputSchemaViolation
-            | ErrorCode::NoMatchingRoute => Code::InvalidArgument,
+            | ErrorCode::NoMatchingRoute
+            | ErrorCode::InvalidEventPattern => Code::InvalidArgument,
             ErrorCode::InvocationRejected => Code::PermissionDenied,
             ErrorCode::ResourceNotFound | ErrorCode::ProvisionedConcurrencyConfigNotFound => {
                 Code::NotFound
