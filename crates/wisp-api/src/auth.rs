@@ -281,6 +281,39 @@ impl Authenticator {
         }
         Ok(key.account.clone())
     }
+
+    /// The account of a plain access key and secret (the gRPC gateway's `authorization` metadata,
+    /// where SigV4 does not fit). In dev mode any key, or none, is accepted as for signed requests.
+    pub async fn authenticate_secret(
+        &self,
+        credentials: Option<(&str, &str)>,
+    ) -> Result<AccountId, ApiError> {
+        let Some((access_key_id, secret)) = credentials else {
+            return self.dev_account.clone().ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::MissingAuthenticationToken,
+                    "missing credentials: send the metadata \"authorization: Wisp ACCESS_KEY_ID:SECRET_ACCESS_KEY\"",
+                )
+            });
+        };
+        let key = self.key(access_key_id).await?;
+        if let Some(account) = &self.dev_account {
+            return Ok(key.map_or_else(|| account.clone(), |key| key.account.clone()));
+        }
+        let key = key.ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::UnrecognizedClient,
+                format!("access key {access_key_id} is not known"),
+            )
+        })?;
+        if !constant_time_equal(key.secret_access_key.as_bytes(), secret.as_bytes()) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidSignature,
+                format!("the secret access key given for {access_key_id} is wrong"),
+            ));
+        }
+        Ok(key.account.clone())
+    }
 }
 
 #[cfg(test)]

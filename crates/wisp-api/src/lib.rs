@@ -1,5 +1,5 @@
-//! The HTTP API: Lambda's REST protocol (control plane, Invoke and InvokeWithResponseStream) and
-//! Wisp's own `/wisp/v1` routes.
+//! The HTTP API: Lambda's REST protocol (control plane, Invoke and InvokeWithResponseStream),
+//! Wisp's own `/wisp/v1` routes, and the gRPC gateway on the same port (`grpc.rs`).
 //!
 //! Handlers decode the wire format, call the control plane or the engine, and encode the answer
 //! in AWS's shape (errors: `X-Amzn-ErrorType` header and a JSON body with `Type` and `Message`).
@@ -9,6 +9,8 @@ pub mod auth;
 mod bus;
 mod event_config;
 mod events;
+pub mod grpc;
+mod grpc_reflection;
 mod lambda;
 mod layers;
 mod provisioned;
@@ -43,6 +45,8 @@ pub struct ApiState {
     pub log: Arc<dyn Log>,
     pub auth: Authenticator,
     pub region: String,
+    /// The gRPC gateway's memory of which function serves which method.
+    pub grpc: grpc::GrpcBindings,
 }
 
 /// The whole HTTP API as one router.
@@ -58,6 +62,11 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authenticate,
+        ))
+        // gRPC calls are told apart before authentication reads (and buffers) the whole body.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            grpc::dispatch,
         ))
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state)

@@ -12,7 +12,8 @@
 //! 6. invokes checked against a 20-field input schema against the same function without one ([`signatures`]);
 //! 7. the event bus: publish → function run latency and throughput against `Event` invokes of the
 //!    same function ([`bus`]);
-//! 8. the no-op function with one registered no-op agent (extension) against none ([`extensions`]).
+//! 8. the no-op function with one registered no-op agent (extension) against none ([`extensions`]);
+//! 9. gRPC unary calls against REST invokes of the same protobuf-typed function ([`grpc`]).
 //!
 //! Everything runs on loopback; every loop is bounded by a count or a deadline. The server is
 //! started on a free port with a fresh data directory and stopped at the end.
@@ -20,6 +21,7 @@
 mod asynchronous;
 mod bus;
 mod extensions;
+mod grpc;
 mod idempotency;
 mod signatures;
 
@@ -81,7 +83,7 @@ struct Cli {
     /// Events sent one at a time to measure enqueue-to-start latency.
     #[arg(long, default_value_t = 500)]
     latency_events: usize,
-    /// Skip sections: any of latency, cold, throughput, async, idempotency, signatures, bus, extensions.
+    /// Skip sections: any of latency, cold, throughput, async, idempotency, signatures, bus, extensions, grpc.
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
     #[command(subcommand)]
@@ -858,6 +860,9 @@ async fn sections(
     }
     if !skip("extensions") {
         extensions::section(cli, wisp_addr, &noop_zip).await?;
+    }
+    if !skip("grpc") {
+        grpc::section(cli, wisp_addr, &noop_zip).await?;
     }
     Ok(())
 }

@@ -68,6 +68,7 @@ pub(crate) async fn section(
     let signature = Signature {
         input: Some(TypeSpec::JsonSchema(schema())),
         output: None,
+        grpc_method: None,
     };
     let compiled = CompiledSignature::compile(&signature)
         .map_err(|error| anyhow::anyhow!("{}", error.message))?;

@@ -45,13 +45,32 @@ pub struct DeployArgs {
     /// function keeps its layers.
     #[arg(long = "layer", value_name = "ARN")]
     layers: Vec<String>,
-    /// A JSON Schema file (draft 2020-12) every event must match; sets the function's signature
-    /// together with --output-schema (a side not given is left unchecked).
-    #[arg(long, value_name = "FILE")]
-    input_schema: Option<PathBuf>,
+    #[command(flatten)]
+    signature: SignatureArgs,
+}
+
+/// The flags that set a signature (`wisp deploy`, `wisp signature`); a side not given is unchecked.
+#[derive(clap::Args, Default)]
+pub struct SignatureArgs {
+    /// A JSON Schema file (draft 2020-12) every event must match.
+    #[arg(long, value_name = "FILE", conflicts_with = "input_message")]
+    pub input_schema: Option<PathBuf>,
     /// A JSON Schema file every result must match.
-    #[arg(long, value_name = "FILE")]
-    output_schema: Option<PathBuf>,
+    #[arg(long, value_name = "FILE", conflicts_with = "output_message")]
+    pub output_schema: Option<PathBuf>,
+    /// A .proto file (repeatable) declaring the protobuf messages; uploaded under its path as given
+    /// when that is relative (imports name it so), else under its file name.
+    #[arg(long = "proto", value_name = "FILE")]
+    pub protos: Vec<PathBuf>,
+    /// The protobuf message (package.Message) every event must map onto, in protobuf's JSON mapping.
+    #[arg(long, value_name = "MESSAGE", requires = "protos")]
+    pub input_message: Option<String>,
+    /// The protobuf message every result must map onto.
+    #[arg(long, value_name = "MESSAGE", requires = "protos")]
+    pub output_message: Option<String>,
+    /// The gRPC method (package.Service/Method, an rpc of the .proto files) that invokes the function.
+    #[arg(long, value_name = "METHOD", requires_all = ["input_message", "output_message"])]
+    pub grpc_method: Option<String>,
 }
 
 /// The `wisp.toml` manifest; unknown keys are errors.
@@ -69,6 +88,13 @@ struct Manifest {
     /// Paths, relative to the directory, of the input and output JSON Schemas.
     input_schema: Option<PathBuf>,
     output_schema: Option<PathBuf>,
+    /// Paths, relative to the directory, of `.proto` files (uploaded under those paths), and the
+    /// protobuf messages and gRPC method of the signature.
+    #[serde(default)]
+    protos: Vec<PathBuf>,
+    input_message: Option<String>,
+    output_message: Option<String>,
+    grpc_method: Option<String>,
 }
 
 const MANIFEST: &str = "wisp.toml";
@@ -125,11 +151,31 @@ pub async fn deploy(client: &Client, args: DeployArgs) -> anyhow::Result<Value> 
     } else {
         PathBuf::from(".")
     };
+    let given = args.signature;
+    let from_manifest = |file: PathBuf| (base.join(&file), file);
+    let protos: Vec<(PathBuf, PathBuf)> = if given.protos.is_empty() {
+        manifest.protos.into_iter().map(from_manifest).collect()
+    } else {
+        given
+            .protos
+            .into_iter()
+            .map(|file| (file.clone(), file))
+            .collect()
+    };
     let signature = read_signature(
-        args.input_schema
-            .or(manifest.input_schema.map(|file| base.join(file))),
-        args.output_schema
-            .or(manifest.output_schema.map(|file| base.join(file))),
+        SignatureArgs {
+            input_schema: given
+                .input_schema
+                .or(manifest.input_schema.map(|file| base.join(file))),
+            output_schema: given
+                .output_schema
+                .or(manifest.output_schema.map(|file| base.join(file))),
+            protos: Vec::new(),
+            input_message: given.input_message.or(manifest.input_message),
+            output_message: given.output_message.or(manifest.output_message),
+            grpc_method: given.grpc_method.or(manifest.grpc_method),
+        },
+        &protos,
     )?;
     // A version published by this deploy must carry the new signature: publish after setting it.
     let publish_with_code = args.publish && signature.is_none();
@@ -216,19 +262,46 @@ pub async fn deploy(client: &Client, args: DeployArgs) -> anyhow::Result<Value> 
     .await
 }
 
-/// The signature given by --input-schema / --output-schema (or the manifest), if any.
+/// The signature the flags (or the manifest) give, if any. `protos` are (file to read, name to
+/// upload it under); [`SignatureArgs::protos`] is ignored.
 pub(crate) fn read_signature(
-    input: Option<PathBuf>,
-    output: Option<PathBuf>,
+    args: SignatureArgs,
+    protos: &[(PathBuf, PathBuf)],
 ) -> anyhow::Result<Option<Value>> {
-    if input.is_none() && output.is_none() {
+    let has_message = args.input_message.is_some() || args.output_message.is_some();
+    if args.input_schema.is_none() && args.output_schema.is_none() && !has_message {
+        if !protos.is_empty() {
+            bail!("--proto needs --input-message and/or --output-message");
+        }
         return Ok(None);
     }
     let mut signature = json!({});
-    for (side, file) in [("Input", input), ("Output", output)] {
+    for (side, file) in [("Input", args.input_schema), ("Output", args.output_schema)] {
         if let Some(file) = file {
             signature[side] = json!({ "JsonSchema": read_json(&file)? });
         }
+    }
+    if has_message {
+        if protos.is_empty() {
+            bail!("--input-message and --output-message need the .proto files: pass --proto FILE");
+        }
+        let mut files = serde_json::Map::new();
+        for (file, name) in protos {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            files.insert(proto_name(name), Value::from(text));
+        }
+        for (side, message) in [
+            ("Input", args.input_message),
+            ("Output", args.output_message),
+        ] {
+            if let Some(message) = message {
+                signature[side] = json!({ "Protobuf": { "Files": files, "Message": message } });
+            }
+        }
+    }
+    if let Some(method) = args.grpc_method {
+        signature["GrpcMethod"] = Value::from(method);
     }
     Ok(Some(signature))
 }
@@ -238,6 +311,28 @@ pub(crate) fn read_json(file: &Path) -> anyhow::Result<Value> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))
+}
+
+/// The name a .proto file is uploaded under: its relative path (with `/`), or its file name when the
+/// path is absolute or climbs out with `..`.
+fn proto_name(path: &Path) -> String {
+    use std::path::Component;
+    let plain = path
+        .components()
+        .all(|component| matches!(component, Component::Normal(_) | Component::CurDir));
+    if plain {
+        path.components()
+            .filter_map(|component| match component {
+                Component::Normal(part) => Some(part.to_string_lossy().into_owned()),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    } else {
+        path.file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
 }
 
 /// Sets the signature, then publishes when that was held back for it; returns the configuration.

@@ -225,20 +225,17 @@ enum Command {
         #[arg(long)]
         off: bool,
     },
-    /// Show a function's signature (its input and output JSON Schemas), or set or remove that of $LATEST.
+    /// Show a function's signature (its input and output types), or set or remove that of $LATEST.
     Signature {
         function: String,
         /// Show the signature of this version or alias instead of $LATEST.
-        #[arg(long, conflicts_with_all = ["input_schema", "output_schema", "clear"])]
+        #[arg(long, conflicts_with_all = ["input_schema", "output_schema", "input_message", "output_message", "clear"])]
         qualifier: Option<String>,
-        /// A JSON Schema file every event must match (sets the signature; a side not given is unchecked).
-        #[arg(long, value_name = "FILE")]
-        input_schema: Option<std::path::PathBuf>,
-        /// A JSON Schema file every result must match.
-        #[arg(long, value_name = "FILE")]
-        output_schema: Option<std::path::PathBuf>,
+        /// Sets the signature of $LATEST from these flags (a side not given is unchecked).
+        #[command(flatten)]
+        set: deploy::SignatureArgs,
         /// Remove the signature of $LATEST (published versions keep theirs).
-        #[arg(long, conflicts_with_all = ["input_schema", "output_schema"])]
+        #[arg(long, conflicts_with_all = ["input_schema", "output_schema", "input_message", "output_message"])]
         clear: bool,
     },
     /// Show a function's routes, or set (from a JSON file `{"Routes": [...]}`) or remove those of $LATEST.
@@ -846,15 +843,18 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Signature {
             function,
             qualifier,
-            input_schema,
-            output_schema,
+            mut set,
             clear,
         } => {
+            let protos: Vec<_> = std::mem::take(&mut set.protos)
+                .into_iter()
+                .map(|file| (file.clone(), file))
+                .collect();
             let base = format!("/wisp/v1/functions/{}/signature", segment(&function));
             let shown = if clear {
                 client.call(Method::DELETE, &base, None).await?;
                 json!({})
-            } else if let Some(signature) = deploy::read_signature(input_schema, output_schema)? {
+            } else if let Some(signature) = deploy::read_signature(set, &protos)? {
                 client
                     .call(Method::PUT, &base, Some(&signature))
                     .await?

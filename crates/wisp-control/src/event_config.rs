@@ -265,7 +265,8 @@ pub fn destination_event_schema(source: Option<&Signature>, on_success: bool) ->
     use serde_json::json;
     let side = |spec: Option<&TypeSpec>| match spec {
         Some(TypeSpec::JsonSchema(schema)) => schema.clone(),
-        None => json!({}),
+        // Protobuf types are not described as JSON Schema yet: the check treats them as any value.
+        Some(TypeSpec::Protobuf(_)) | None => json!({}),
     };
     let request = side(source.and_then(|signature| signature.input.as_ref()));
     // A failure's response is the error document (or nothing, when the event expired unrun).

@@ -132,7 +132,8 @@ impl ControlPlane {
 fn side(spec: Option<&TypeSpec>) -> Value {
     match spec {
         Some(TypeSpec::JsonSchema(schema)) => schema.clone(),
-        None => json!({}),
+        // Protobuf types are not described as JSON Schema yet: the check treats them as any value.
+        Some(TypeSpec::Protobuf(_)) | None => json!({}),
     }
 }
 

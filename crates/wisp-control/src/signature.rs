@@ -7,15 +7,23 @@ use std::sync::Arc;
 
 use wisp_types::*;
 
+use crate::protobuf::CompiledMessage;
 use crate::{ControlPlane, Resolved, lifecycle};
 
 /// Most violations listed in one error; the rest are counted.
 const MAX_VIOLATIONS: usize = 10;
 
-/// A signature with its schemas compiled.
+/// A signature with its types compiled.
 pub struct CompiledSignature {
-    input: Option<jsonschema::Validator>,
-    output: Option<jsonschema::Validator>,
+    input: Option<Checker>,
+    output: Option<Checker>,
+    grpc_method: Option<prost_reflect::MethodDescriptor>,
+}
+
+/// One compiled side.
+enum Checker {
+    Schema(Box<jsonschema::Validator>),
+    Message(CompiledMessage),
 }
 
 impl std::fmt::Debug for CompiledSignature {
@@ -23,6 +31,10 @@ impl std::fmt::Debug for CompiledSignature {
         f.debug_struct("CompiledSignature")
             .field("input", &self.input.is_some())
             .field("output", &self.output.is_some())
+            .field(
+                "grpc_method",
+                &self.grpc_method.as_ref().map(|method| method.full_name()),
+            )
             .finish()
     }
 }
@@ -45,17 +57,24 @@ impl Side {
 
 impl CompiledSignature {
     pub fn compile(signature: &Signature) -> Result<CompiledSignature, ApiError> {
+        let input = signature
+            .input
+            .as_ref()
+            .map(|spec| compile(spec, Side::Input))
+            .transpose()?;
+        let output = signature
+            .output
+            .as_ref()
+            .map(|spec| compile(spec, Side::Output))
+            .transpose()?;
+        let grpc_method = match &signature.grpc_method {
+            None => None,
+            Some(name) => Some(grpc_method(name, input.as_ref(), output.as_ref())?),
+        };
         Ok(CompiledSignature {
-            input: signature
-                .input
-                .as_ref()
-                .map(|spec| compile(spec, Side::Input))
-                .transpose()?,
-            output: signature
-                .output
-                .as_ref()
-                .map(|spec| compile(spec, Side::Output))
-                .transpose()?,
+            input,
+            output,
+            grpc_method,
         })
     }
 
@@ -63,11 +82,24 @@ impl CompiledSignature {
         self.validator(side).is_some()
     }
 
-    fn validator(&self, side: Side) -> Option<&jsonschema::Validator> {
+    fn validator(&self, side: Side) -> Option<&Checker> {
         match side {
             Side::Input => self.input.as_ref(),
             Side::Output => self.output.as_ref(),
         }
+    }
+
+    /// The protobuf message of one side, when that side is a protobuf type.
+    pub fn message(&self, side: Side) -> Option<&CompiledMessage> {
+        match self.validator(side)? {
+            Checker::Message(message) => Some(message),
+            Checker::Schema(_) => None,
+        }
+    }
+
+    /// The gRPC method the function serves, if its signature names one.
+    pub fn grpc_method(&self) -> Option<&prost_reflect::MethodDescriptor> {
+        self.grpc_method.as_ref()
     }
 
     /// Checks a JSON document against one side; empty when it conforms or the side has no type.
@@ -88,8 +120,10 @@ impl CompiledSignature {
 
     /// [`CompiledSignature::violations`] of a parsed document.
     pub fn violations_of(&self, side: Side, value: &serde_json::Value) -> Vec<Violation> {
-        let Some(validator) = self.validator(side) else {
-            return Vec::new();
+        let validator = match self.validator(side) {
+            None => return Vec::new(),
+            Some(Checker::Message(message)) => return message.violations_of(value),
+            Some(Checker::Schema(validator)) => validator,
         };
         if validator.is_valid(value) {
             return Vec::new();
@@ -103,6 +137,17 @@ impl CompiledSignature {
                 message: error.to_string(),
             })
             .collect()
+    }
+}
+
+/// The JSON Schema a side accepts, for the static wiring check: the schema itself, or what maps onto
+/// the protobuf message.
+pub fn accepted_schema(spec: &TypeSpec) -> Result<serde_json::Value, ApiError> {
+    match spec {
+        TypeSpec::JsonSchema(schema) => Ok(schema.clone()),
+        TypeSpec::Protobuf(message) => Ok(crate::protobuf::accepted_schema(
+            &CompiledMessage::compile(message)?.descriptor,
+        )),
     }
 }
 
@@ -133,19 +178,77 @@ pub fn describe(side: Side, violations: &[Violation]) -> String {
     )
 }
 
-fn compile(spec: &TypeSpec, side: Side) -> Result<jsonschema::Validator, ApiError> {
+fn compile(spec: &TypeSpec, side: Side) -> Result<Checker, ApiError> {
     match spec {
         TypeSpec::JsonSchema(schema) => {
             // Draft 2020-12 unless the document's `$schema` names another; no remote references
             // are fetched (the crate is built without them), so a `$ref` must point inside the document.
-            jsonschema::options().build(schema).map_err(|error| {
+            let validator = jsonschema::options().build(schema).map_err(|error| {
                 ApiError::invalid(format!(
                     "the {} schema is not a valid JSON Schema: {error}",
                     side.name()
                 ))
+            })?;
+            Ok(Checker::Schema(Box::new(validator)))
+        }
+        TypeSpec::Protobuf(message) => CompiledMessage::compile(message)
+            .map(Checker::Message)
+            .map_err(|error| {
+                ApiError::invalid(format!("the {} type: {}", side.name(), error.message))
+            }),
+    }
+}
+
+/// Finds `package.Service/Method` among the input's `.proto` files and checks that it takes the input
+/// message and returns the output message.
+fn grpc_method(
+    name: &str,
+    input: Option<&Checker>,
+    output: Option<&Checker>,
+) -> Result<prost_reflect::MethodDescriptor, ApiError> {
+    let (Some(Checker::Message(input)), Some(Checker::Message(output))) = (input, output) else {
+        return Err(ApiError::invalid(format!(
+            "GrpcMethod {name:?} needs protobuf messages on both sides (Input and Output)"
+        )));
+    };
+    let method = crate::protobuf::find_method(input.pool(), name).ok_or_else(|| {
+        let declared: Vec<String> = input
+            .pool()
+            .services()
+            .flat_map(|service| {
+                service
+                    .methods()
+                    .map(|method| crate::grpc::grpc_name(&method))
+                    .collect::<Vec<_>>()
             })
+            .collect();
+        ApiError::invalid(format!(
+            "GrpcMethod {name:?} is not declared in the input's .proto files (expected package.Service/Method); declared: {}",
+            if declared.is_empty() {
+                "none".to_string()
+            } else {
+                declared.join(", ")
+            }
+        ))
+    })?;
+    if method.is_client_streaming() || method.is_server_streaming() {
+        return Err(ApiError::invalid(format!(
+            "GrpcMethod {name:?} streams; only unary methods can be bound to a function"
+        )));
+    }
+    for (what, declared, expected) in [
+        ("takes", method.input(), &input.descriptor),
+        ("returns", method.output(), &output.descriptor),
+    ] {
+        if declared.full_name() != expected.full_name() {
+            return Err(ApiError::invalid(format!(
+                "GrpcMethod {name:?} {what} {}, but the signature's message is {}",
+                declared.full_name(),
+                expected.full_name()
+            )));
         }
     }
+    Ok(method)
 }
 
 /// One route with its signature compiled.
@@ -285,6 +388,9 @@ impl ControlPlane {
         revision_id: Option<String>,
     ) -> Result<Option<Signature>, ApiError> {
         CompiledSignature::compile(&signature)?;
+        if let Some(method) = &signature.grpc_method {
+            self.check_grpc_method_free(account, name, method).await?;
+        }
         let signature = (!signature.is_empty()).then_some(signature);
         let mut before = None;
         let config = self
@@ -300,6 +406,18 @@ impl ControlPlane {
                 Ok(function.latest.config.clone())
             })
             .await?;
+        let method_of = |signature: &Option<Signature>| {
+            signature
+                .as_ref()
+                .and_then(|signature| signature.grpc_method.clone())
+        };
+        self.index_grpc_method(
+            account,
+            name,
+            method_of(&before).as_deref(),
+            method_of(&signature).as_deref(),
+        )
+        .await?;
         self.announce(
             account,
             lifecycle::EventType::SignatureChanged,
@@ -413,6 +531,15 @@ fn validate_routes(routes: &[Route]) -> Result<(), ApiError> {
             )));
         }
         route.rule.validate(name)?;
+        if route
+            .signature
+            .as_ref()
+            .is_some_and(|signature| signature.grpc_method.is_some())
+        {
+            return Err(ApiError::invalid(format!(
+                "route {name:?}: a route's signature cannot name a GrpcMethod; bind the method in the function's own signature"
+            )));
+        }
         if route.handler.trim().is_empty() || route.handler.len() > 128 {
             return Err(ApiError::invalid(format!(
                 "route {name:?}: Handler must be 1 to 128 characters"

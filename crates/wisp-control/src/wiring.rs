@@ -143,11 +143,12 @@ impl ControlPlane {
             .signatures_for(account, &target.name, target.qualifier.clone(), pending)
             .await?;
         for accepted in targets.iter().flatten() {
-            let Some(TypeSpec::JsonSchema(accepted)) = &accepted.input else {
+            let Some(accepted) = &accepted.input else {
                 continue;
             };
+            let accepted = crate::signature::accepted_schema(accepted)?;
             for produced in produced {
-                let mismatches = crate::compat::check(produced, accepted);
+                let mismatches = crate::compat::check(produced, &accepted);
                 if !mismatches.is_empty() {
                     return Ok(mismatches);
                 }

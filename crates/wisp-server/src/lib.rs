@@ -150,6 +150,7 @@ pub async fn run(configuration: Configuration) -> anyhow::Result<()> {
         log,
         auth,
         region: configuration.region.clone(),
+        grpc: Default::default(),
     });
     let app = wisp_api::router(state);
 

@@ -16,4 +16,4 @@ pub use config::*;
 pub use error::{ApiError, ErrorCode};
 pub use invocation::*;
 pub use names::*;
-pub use signature::{Route, RouteMatch, Signature, TypeSpec, Violation};
+pub use signature::{ProtobufType, Route, RouteMatch, Signature, TypeSpec, Violation};

@@ -1,8 +1,11 @@
 //! A function's signature: the type of the event it accepts and of the result it returns.
 //!
 //! A signature belongs to `$LATEST` and is copied into each published version, where it never changes.
-//! Each side is optional; a side that is absent is not checked. Types are JSON Schema documents
-//! (draft 2020-12) for now; the enum leaves room for protobuf messages.
+//! Each side is optional; a side that is absent is not checked. A type is a JSON Schema document
+//! (draft 2020-12) or a protobuf message with the `.proto` files that declare it; a function with
+//! protobuf types may also name the gRPC method it serves.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -14,11 +17,15 @@ pub struct Signature {
     pub input: Option<TypeSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<TypeSpec>,
+    /// The gRPC method that invokes the function, `package.Service/Method`, declared by an `rpc` in
+    /// the input's `.proto` files whose request and response are the input and output messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_method: Option<String>,
 }
 
 impl Signature {
     pub fn is_empty(&self) -> bool {
-        self.input.is_none() && self.output.is_none()
+        self.input.is_none() && self.output.is_none() && self.grpc_method.is_none()
     }
 }
 
@@ -28,6 +35,19 @@ impl Signature {
 pub enum TypeSpec {
     /// A JSON Schema document; draft 2020-12 unless its `$schema` names another draft.
     JsonSchema(serde_json::Value),
+    /// A protobuf message; the function sees it in protobuf's JSON mapping.
+    Protobuf(ProtobufType),
+}
+
+/// A protobuf message type: `.proto` source files and the full name of one message they declare.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct ProtobufType {
+    /// The `.proto` files by import path (`orders/v1/orders.proto`), as text. Imports resolve among
+    /// them and the well-known `google/protobuf/*.proto` files.
+    pub files: BTreeMap<String, String>,
+    /// The message's full name, `package.Message`.
+    pub message: String,
 }
 
 /// One way a document broke its type: where, which rule, and what was wrong.

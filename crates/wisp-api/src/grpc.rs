@@ -1,0 +1,584 @@
+//! The gRPC gateway: gRPC over HTTP/2 on the API's own port (cleartext, prior knowledge), told apart
+//! from REST by its `content-type: application/grpc` (`docs/GRPC.md`).
+//!
+//! A unary call of `/package.Service/Method` invokes the function whose signature names that method
+//! (`GrpcMethod`): the binary request is decoded with the function's input message, turned into
+//! protobuf's JSON mapping, and invoked through `Engine::invoke` like any sync call (concurrency,
+//! validation, idempotency, records); the JSON result is encoded with the output message. Errors
+//! map onto gRPC status codes. Server reflection (`grpc_reflection`) lists the account's services.
+//!
+//! Callers authenticate with the metadata `authorization: Wisp ACCESS_KEY_ID:SECRET_ACCESS_KEY`
+//! (SigV4 does not fit gRPC clients); with `wisp serve --dev` the metadata may be left out.
+//! Framing is done here (5-byte prefix, `grpc-status` trailers); no business rule lives here.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+use prost::Message as _;
+use wisp_control::protobuf;
+use wisp_control::{Resolved, Side};
+use wisp_engine::{InvocationType, InvokeRequest};
+use wisp_types::{AccountId, ApiError, ErrorCode, FunctionRef, MAX_SYNC_PAYLOAD_BYTES, Qualifier};
+
+use crate::ApiState;
+use crate::grpc_reflection::{Catalog, ServerReflectionRequest};
+
+const REFLECTION_SERVICES: [&str; 2] = [
+    "grpc.reflection.v1alpha.ServerReflection",
+    "grpc.reflection.v1.ServerReflection",
+];
+
+/// gRPC status codes used here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Code {
+    Ok = 0,
+    Unknown = 2,
+    InvalidArgument = 3,
+    DeadlineExceeded = 4,
+    NotFound = 5,
+    PermissionDenied = 7,
+    ResourceExhausted = 8,
+    FailedPrecondition = 9,
+    Unimplemented = 12,
+    Internal = 13,
+    Unauthenticated = 16,
+}
+
+/// A gRPC status with its message, and the invocation's request id when there was one.
+#[derive(Debug)]
+pub struct Status {
+    code: Code,
+    message: String,
+    request_id: Option<String>,
+    function_error: Option<String>,
+}
+
+impl Status {
+    fn new(code: Code, message: impl Into<String>) -> Status {
+        Status {
+            code,
+            message: message.into(),
+            request_id: None,
+            function_error: None,
+        }
+    }
+
+    /// A trailers-only response: the status travels in the headers and the body is empty.
+    fn into_response(self) -> Response {
+        let mut response = Response::new(Body::empty());
+        let headers = response.headers_mut();
+        headers.insert("content-type", HeaderValue::from_static("application/grpc"));
+        put_status(headers, self.code, &self.message);
+        if let Some(value) = self
+            .request_id
+            .and_then(|id| HeaderValue::from_str(&id).ok())
+        {
+            headers.insert("wisp-request-id", value);
+        }
+        if let Some(value) = self
+            .function_error
+            .and_then(|kind| HeaderValue::from_str(&kind).ok())
+        {
+            headers.insert("wisp-function-error", value);
+        }
+        response
+    }
+}
+
+/// How Wisp's errors read as gRPC statuses.
+impl From<ApiError> for Status {
+    fn from(error: ApiError) -> Status {
+        let code = match error.code {
+            ErrorCode::InvalidParameterValue
+            | ErrorCode::InvalidRequestContent
+            | ErrorCode::InputSchemaViolation
+            | ErrorCode::NoMatchingRoute
+            | ErrorCode::InvalidEventPattern => Code::InvalidArgument,
+            ErrorCode::InvocationRejected => Code::PermissionDenied,
+            ErrorCode::ResourceNotFound | ErrorCode::ProvisionedConcurrencyConfigNotFound => {
+                Code::NotFound
+            }
+            ErrorCode::TooManyRequests | ErrorCode::RequestTooLarge => Code::ResourceExhausted,
+            ErrorCode::UnrecognizedClient
+            | ErrorCode::InvalidSignature
+            | ErrorCode::MissingAuthenticationToken => Code::Unauthenticated,
+            ErrorCode::AccessDenied => Code::PermissionDenied,
+            ErrorCode::ResourceConflict
+            | ErrorCode::PreconditionFailed
+            | ErrorCode::IdempotencyKeyMismatch => Code::FailedPrecondition,
+            ErrorCode::Service => Code::Internal,
+            ErrorCode::CodeStorageExceeded | ErrorCode::UnsupportedMediaType => Code::Unknown,
+        };
+        Status {
+            code,
+            message: format!("{}: {}", error.code.aws_name(), error.message),
+            request_id: error.request_id,
+            function_error: None,
+        }
+    }
+}
+
+/// gRPC's percent-encoding of `grpc-message`: everything outside printable ASCII, and '%' itself.
+const GRPC_MESSAGE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
+
+fn put_status(headers: &mut HeaderMap, code: Code, message: &str) {
+    headers.insert("grpc-status", HeaderValue::from(code as u16));
+    if !message.is_empty() {
+        let encoded = percent_encoding::utf8_percent_encode(message, GRPC_MESSAGE).to_string();
+        if let Ok(value) = HeaderValue::from_str(&encoded) {
+            headers.insert("grpc-message", value);
+        }
+    }
+}
+
+/// Which function serves each gRPC method, remembered so a warm call reads nothing from the store:
+/// an entry is confirmed against the function's (cached) resolution on every call, and read again
+/// from the control plane's index when that fails.
+#[derive(Default)]
+pub struct GrpcBindings(Mutex<HashMap<(AccountId, String), String>>);
+
+impl GrpcBindings {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(AccountId, String), String>> {
+        self.0.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+}
+
+async fn binding(
+    state: &ApiState,
+    account: &AccountId,
+    method: &str,
+) -> Result<Option<Arc<Resolved>>, ApiError> {
+    let key = (account.clone(), method.to_string());
+    let remembered = state.grpc.lock().get(&key).cloned();
+    if let Some(name) = remembered
+        && let Some(resolved) = state.control.grpc_bound(account, &name, method).await?
+    {
+        return Ok(Some(resolved));
+    }
+    let found = match state.control.grpc_index(account, method).await? {
+        Some(name) => state
+            .control
+            .grpc_bound(account, &name, method)
+            .await?
+            .map(|resolved| (name, resolved)),
+        None => None,
+    };
+    let mut bindings = state.grpc.lock();
+    match found {
+        Some((name, resolved)) => {
+            bindings.insert(key, name);
+            Ok(Some(resolved))
+        }
+        None => {
+            bindings.remove(&key);
+            Ok(None)
+        }
+    }
+}
+
+/// Middleware in front of the REST API: gRPC requests are answered here, the rest pass on.
+pub(crate) async fn dispatch(
+    State(state): State<Arc<ApiState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let is_grpc = request
+        .headers()
+        .get("content-type")
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/grpc"));
+    if !is_grpc {
+        return next.run(request).await;
+    }
+    match serve(state, request).await {
+        Ok(response) => response,
+        Err(status) => status.into_response(),
+    }
+}
+
+async fn serve(state: Arc<ApiState>, request: Request) -> Result<Response, Status> {
+    let path = request.uri().path().to_string();
+    let Some((service, method)) = path.trim_start_matches('/').split_once('/') else {
+        return Err(Status::new(
+            Code::Unimplemented,
+            format!("{path:?} is not a gRPC method path (/package.Service/Method)"),
+        ));
+    };
+    let account = authenticate(&state, request.headers()).await?;
+    if REFLECTION_SERVICES.contains(&service) {
+        if method != "ServerReflectionInfo" {
+            return Err(Status::new(
+                Code::Unimplemented,
+                format!("{service} has no method {method}"),
+            ));
+        }
+        return Ok(reflect(state, account, request.into_body()));
+    }
+    unary(&state, account, &format!("{service}/{method}"), request).await
+}
+
+/// The account named by the `authorization: Wisp KEY:SECRET` metadata.
+async fn authenticate(state: &ApiState, headers: &HeaderMap) -> Result<AccountId, Status> {
+    let credentials = match headers.get("authorization") {
+        None => None,
+        Some(value) => {
+            let text = value.to_str().unwrap_or_default();
+            let pair = text
+                .strip_prefix("Wisp ")
+                .and_then(|rest| rest.trim().split_once(':'))
+                .ok_or_else(|| {
+                    Status::new(
+                        Code::Unauthenticated,
+                        "the authorization metadata must be \"Wisp ACCESS_KEY_ID:SECRET_ACCESS_KEY\"",
+                    )
+                })?;
+            Some(pair)
+        }
+    };
+    state
+        .auth
+        .authenticate_secret(credentials)
+        .await
+        .map_err(|error| Status::new(Code::Unauthenticated, error.message))
+}
+
+/// The body of a unary call: exactly one uncompressed message.
+async fn read_message(body: Body) -> Result<Bytes, Status> {
+    let limit = MAX_SYNC_PAYLOAD_BYTES + 5;
+    let bytes = http_body_util::Limited::new(body, limit)
+        .collect()
+        .await
+        .map_err(|_| {
+            Status::new(
+                Code::ResourceExhausted,
+                format!("the request must be smaller than {MAX_SYNC_PAYLOAD_BYTES} bytes"),
+            )
+        })?
+        .to_bytes();
+    let mut rest = bytes;
+    let message = take_message(&mut rest)?
+        .ok_or_else(|| Status::new(Code::InvalidArgument, "the request carries no message"))?;
+    if !rest.is_empty() {
+        return Err(Status::new(
+            Code::Unimplemented,
+            "client streaming is not supported: send exactly one message",
+        ));
+    }
+    Ok(message)
+}
+
+/// Takes one length-prefixed message from the front of `buffer` (`None` until a whole one is there).
+fn take_message(buffer: &mut Bytes) -> Result<Option<Bytes>, Status> {
+    if buffer.len() < 5 {
+        return Ok(None);
+    }
+    if buffer[0] != 0 {
+        return Err(Status::new(
+            Code::Unimplemented,
+            "compressed messages are not supported; send them uncompressed",
+        ));
+    }
+    let length = u32::from_be_bytes([buffer[1], buffer[2], buffer[3], buffer[4]]) as usize;
+    if buffer.len() < 5 + length {
+        return Ok(None);
+    }
+    let message = buffer.slice(5..5 + length);
+    *buffer = buffer.slice(5 + length..);
+    Ok(Some(message))
+}
+
+fn length_prefixed(message: &[u8]) -> Bytes {
+    let mut framed = Vec::with_capacity(5 + message.len());
+    framed.push(0);
+    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    framed.extend_from_slice(message);
+    Bytes::from(framed)
+}
+
+fn ok_trailers() -> HeaderMap {
+    let mut trailers = HeaderMap::new();
+    put_status(&mut trailers, Code::Ok, "");
+    trailers
+}
+
+/// A response whose body is the given frames, then the trailers.
+fn streamed(
+    frames: impl futures::Stream<Item = Frame<Bytes>> + Send + 'static,
+    headers: HeaderMap,
+) -> Response {
+    use futures::StreamExt as _;
+    let body = StreamBody::new(frames.map(Ok::<_, Infallible>));
+    let mut response = Response::new(Body::new(body));
+    *response.status_mut() = StatusCode::OK;
+    *response.headers_mut() = headers;
+    response
+        .headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/grpc"));
+    response
+}
+
+async fn unary(
+    state: &ApiState,
+    account: AccountId,
+    method: &str,
+    request: Request,
+) -> Result<Response, Status> {
+    let resolved = binding(state, &account, method).await?.ok_or_else(|| {
+            Status::new(
+                Code::Unimplemented,
+                format!(
+                    "no function serves the gRPC method {method} in this account; hint: set GrpcMethod in a function's signature (docs/GRPC.md)"
+                ),
+            )
+        })?;
+    // `wisp-qualifier` metadata picks a version or alias; its own signature decodes the call.
+    let qualifier = match request.headers().get("wisp-qualifier") {
+        None => None,
+        Some(value) => {
+            Some(Qualifier::parse(value.to_str().unwrap_or_default()).map_err(Status::from)?)
+        }
+    };
+    let resolved = match &qualifier {
+        None => resolved,
+        Some(qualifier) => {
+            let reference = FunctionRef {
+                account: None,
+                region: None,
+                name: resolved.function_name.clone(),
+                qualifier: None,
+            };
+            state
+                .control
+                .resolve(&account, &reference, Some(qualifier.clone()))
+                .await?
+        }
+    };
+    let signature = resolved
+        .typed_of(&resolved.primary)
+        .and_then(|typed| typed.signature.as_ref());
+    let (Some(input), Some(output)) = (
+        signature.and_then(|signature| signature.message(Side::Input)),
+        signature.and_then(|signature| signature.message(Side::Output)),
+    ) else {
+        return Err(Status::new(
+            Code::FailedPrecondition,
+            format!(
+                "{} has no protobuf input and output messages, so it cannot be called over gRPC",
+                resolved.invoked_arn
+            ),
+        ));
+    };
+    let (input, output) = (input.clone(), output.clone());
+    let idempotency_key = request
+        .headers()
+        .get("idempotency-key")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_string);
+    let message = read_message(request.into_body()).await?;
+    let decoded = input
+        .decode(&message)
+        .map_err(|reason| Status::new(Code::InvalidArgument, reason))?;
+    let payload = Bytes::from(protobuf::to_json(&decoded));
+    let response = state
+        .engine
+        .invoke(InvokeRequest {
+            account,
+            function: FunctionRef {
+                account: None,
+                region: None,
+                name: resolved.function_name.clone(),
+                qualifier: None,
+            },
+            qualifier,
+            payload,
+            invocation_type: InvocationType::RequestResponse,
+            want_log_tail: false,
+            client_context: None,
+            idempotency_key,
+            skip_hooks: false,
+        })
+        .await?;
+    let request_id = response.request_id.clone();
+    if response.function_error.is_some() {
+        let document: serde_json::Value =
+            serde_json::from_slice(&response.payload).unwrap_or_default();
+        let kind = document["errorType"].as_str().unwrap_or("Unhandled");
+        let text = document["errorMessage"].as_str().unwrap_or_default();
+        let code = match kind {
+            "Sandbox.Timedout" => Code::DeadlineExceeded,
+            "Wisp.OutputSchemaViolation" => Code::Internal,
+            _ => Code::Unknown,
+        };
+        return Err(Status {
+            code,
+            message: format!("{kind}: {text}"),
+            request_id: Some(request_id),
+            function_error: Some(kind.to_string()),
+        });
+    }
+    let result = output
+        .from_json(&response.payload)
+        .map_err(|violation| Status {
+            code: Code::Internal,
+            message: format!(
+                "the function's result is not a {}: {violation}",
+                output.descriptor.full_name()
+            ),
+            request_id: Some(request_id.clone()),
+            function_error: None,
+        })?;
+    let mut headers = HeaderMap::new();
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        headers.insert("wisp-request-id", value);
+    }
+    let frames = futures::stream::iter([
+        Frame::data(length_prefixed(&protobuf::to_binary(&result))),
+        Frame::trailers(ok_trailers()),
+    ]);
+    Ok(streamed(frames, headers))
+}
+
+/// Server reflection: a bidirectional stream, one answer per request as each arrives.
+fn reflect(state: Arc<ApiState>, account: AccountId, mut body: Body) -> Response {
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Frame<Bytes>>(8);
+    tokio::spawn(async move {
+        let mut buffer = Bytes::new();
+        let mut catalog: Option<Catalog> = None;
+        let outcome: Result<(), Status> = async {
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|error| {
+                    Status::new(
+                        Code::Internal,
+                        format!("reading the request failed: {error}"),
+                    )
+                })?;
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                let mut joined = Vec::with_capacity(buffer.len() + data.len());
+                joined.extend_from_slice(&buffer);
+                joined.extend_from_slice(&data);
+                buffer = Bytes::from(joined);
+                while let Some(message) = take_message(&mut buffer)? {
+                    let request = ServerReflectionRequest::decode(message).map_err(|error| {
+                        Status::new(
+                            Code::InvalidArgument,
+                            format!("not a ServerReflectionRequest: {error}"),
+                        )
+                    })?;
+                    if catalog.is_none() {
+                        catalog = Some(build_catalog(&state, &account).await?);
+                    }
+                    let answer = catalog
+                        .as_ref()
+                        .expect("built above")
+                        .answer(request)
+                        .encode_to_vec();
+                    if sender
+                        .send(Frame::data(length_prefixed(&answer)))
+                        .await
+                        .is_err()
+                    {
+                        return Ok(());
+                    }
+                }
+            }
+            Ok(())
+        }
+        .await;
+        let trailers = match outcome {
+            Ok(()) => ok_trailers(),
+            Err(status) => {
+                let mut trailers = HeaderMap::new();
+                put_status(&mut trailers, status.code, &status.message);
+                trailers
+            }
+        };
+        let _ = sender.send(Frame::trailers(trailers)).await;
+    });
+    let frames = futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|frame| (frame, receiver))
+    });
+    streamed(frames, HeaderMap::new())
+}
+
+/// The services and `.proto` files of every gRPC-bound function of the account.
+async fn build_catalog(state: &ApiState, account: &AccountId) -> Result<Catalog, Status> {
+    let bindings = state.control.grpc_bindings(account).await?;
+    let mut services = Vec::new();
+    let mut pools = Vec::new();
+    for (_, resolved) in bindings {
+        let Some(method) = resolved
+            .typed_of(&resolved.primary)
+            .and_then(|typed| typed.signature.as_ref())
+            .and_then(|signature| signature.grpc_method())
+        else {
+            continue;
+        };
+        let service = method.parent_service().full_name().to_string();
+        if !services.contains(&service) {
+            services.push(service);
+        }
+        pools.push(method.parent_pool().clone());
+    }
+    services.sort();
+    Ok(Catalog { services, pools })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_taken_whole_from_the_front_of_the_buffer() {
+        let mut buffer = Bytes::from([length_prefixed(b"one"), length_prefixed(b"")].concat());
+        assert_eq!(take_message(&mut buffer).unwrap().unwrap(), &b"one"[..]);
+        assert_eq!(take_message(&mut buffer).unwrap().unwrap(), &b""[..]);
+        assert!(take_message(&mut buffer).unwrap().is_none());
+        let framed = length_prefixed(b"partial");
+        let mut partial = framed.slice(..framed.len() - 1);
+        assert!(take_message(&mut partial).unwrap().is_none());
+        let mut compressed = Bytes::from_static(&[1, 0, 0, 0, 0]);
+        assert_eq!(
+            take_message(&mut compressed).unwrap_err().code,
+            Code::Unimplemented
+        );
+    }
+
+    #[test]
+    fn wisp_errors_map_onto_grpc_codes() {
+        let cases = [
+            (ErrorCode::InputSchemaViolation, Code::InvalidArgument),
+            (ErrorCode::InvalidRequestContent, Code::InvalidArgument),
+            (ErrorCode::ResourceNotFound, Code::NotFound),
+            (ErrorCode::TooManyRequests, Code::ResourceExhausted),
+            (ErrorCode::RequestTooLarge, Code::ResourceExhausted),
+            (ErrorCode::UnrecognizedClient, Code::Unauthenticated),
+            (ErrorCode::AccessDenied, Code::PermissionDenied),
+            (ErrorCode::IdempotencyKeyMismatch, Code::FailedPrecondition),
+            (ErrorCode::Service, Code::Internal),
+        ];
+        for (error, expected) in cases {
+            let status = Status::from(ApiError::new(error, "why"));
+            assert_eq!(status.code, expected, "{error:?}");
+            assert!(status.message.ends_with("why"));
+        }
+    }
+
+    #[test]
+    fn status_messages_are_percent_encoded() {
+        let mut headers = HeaderMap::new();
+        put_status(&mut headers, Code::Unknown, "50% off: café\nnext");
+        assert_eq!(headers["grpc-status"], "2");
+        assert_eq!(headers["grpc-message"], "50%25 off: caf%C3%A9%0Anext");
+    }
+}

@@ -1,0 +1,146 @@
+//! Which function serves which gRPC method: the index `grpc/{account}/{package.Service/Method}` →
+//! function name, written when a signature with a `GrpcMethod` is set (`docs/GRPC.md`).
+//!
+//! The index is a hint: the gateway trusts an entry only when the function's current signature still
+//! names the method ([`ControlPlane::grpc_bound`]), so a deleted function or a changed signature
+//! never serves a stale method, and nothing has to clean the index up on delete.
+
+use std::sync::Arc;
+
+use wisp_types::*;
+
+use crate::{ControlPlane, Resolved};
+
+fn grpc_key(account: &AccountId, method: &str) -> String {
+    format!("grpc/{}/{method}", account.0)
+}
+
+fn store_error(error: impl std::fmt::Display) -> ApiError {
+    ApiError::internal(format!("store unavailable: {error}"))
+}
+
+impl ControlPlane {
+    /// The `$LATEST` resolution of `name` when its signature still names `method` (no store read when
+    /// the resolution is cached).
+    pub async fn grpc_bound(
+        &self,
+        account: &AccountId,
+        name: &str,
+        method: &str,
+    ) -> Result<Option<Arc<Resolved>>, ApiError> {
+        let reference = FunctionRef {
+            account: None,
+            region: None,
+            name: name.to_string(),
+            qualifier: None,
+        };
+        let resolved = match self.resolve(account, &reference, None).await {
+            Ok(resolved) => resolved,
+            Err(error) if error.code == ErrorCode::ResourceNotFound => return Ok(None),
+            Err(error) => return Err(error),
+        };
+        let serves = resolved
+            .typed_of(&resolved.primary)
+            .and_then(|typed| typed.signature.as_ref())
+            .and_then(|signature| signature.grpc_method())
+            .is_some_and(|bound| grpc_name(bound) == method);
+        Ok(serves.then_some(resolved))
+    }
+
+    /// Refuses a method another function of the account already serves.
+    pub(crate) async fn check_grpc_method_free(
+        &self,
+        account: &AccountId,
+        name: &str,
+        method: &str,
+    ) -> Result<(), ApiError> {
+        let Some(entry) = self
+            .kv
+            .get(&grpc_key(account, method))
+            .await
+            .map_err(store_error)?
+        else {
+            return Ok(());
+        };
+        let holder = String::from_utf8_lossy(&entry.value).into_owned();
+        if holder != name && self.grpc_bound(account, &holder, method).await?.is_some() {
+            return Err(ApiError::conflict(format!(
+                "the gRPC method {method} is already served by function {holder}; hint: remove its GrpcMethod first (wisp signature {holder} --remove)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Points the index at `name` for its new method and drops its old one.
+    pub(crate) async fn index_grpc_method(
+        &self,
+        account: &AccountId,
+        name: &str,
+        before: Option<&str>,
+        after: Option<&str>,
+    ) -> Result<(), ApiError> {
+        if let Some(old) = before.filter(|old| Some(*old) != after) {
+            let key = grpc_key(account, old);
+            if let Some(entry) = self.kv.get(&key).await.map_err(store_error)?
+                && entry.value == name.as_bytes()
+            {
+                // A concurrent change of the same key is left alone: the entry is only a hint.
+                let _ = self.kv.compare_and_delete(&key, entry.revision).await;
+            }
+        }
+        if let Some(method) = after {
+            self.kv
+                .put(&grpc_key(account, method), name.as_bytes().to_vec(), None)
+                .await
+                .map_err(store_error)?;
+        }
+        Ok(())
+    }
+
+    /// The function the index names for `method` (`package.Service/Method`) in `account`; confirm it
+    /// with [`ControlPlane::grpc_bound`].
+    pub async fn grpc_index(
+        &self,
+        account: &AccountId,
+        method: &str,
+    ) -> Result<Option<String>, ApiError> {
+        Ok(self
+            .kv
+            .get(&grpc_key(account, method))
+            .await
+            .map_err(store_error)?
+            .map(|entry| String::from_utf8_lossy(&entry.value).into_owned()))
+    }
+
+    /// Every function of the account that serves a gRPC method, with its method.
+    pub async fn grpc_bindings(
+        &self,
+        account: &AccountId,
+    ) -> Result<Vec<(String, Arc<Resolved>)>, ApiError> {
+        let prefix = format!("grpc/{}/", account.0);
+        let mut bindings = Vec::new();
+        let mut start_after: Option<String> = None;
+        loop {
+            let page = self
+                .kv
+                .scan(&prefix, start_after.as_deref(), 500)
+                .await
+                .map_err(store_error)?;
+            let Some((last, _)) = page.last() else { break };
+            start_after = Some(last.clone());
+            for (key, entry) in page {
+                let method = key[prefix.len()..].to_string();
+                let name = String::from_utf8_lossy(&entry.value).into_owned();
+                if let Some(resolved) = self.grpc_bound(account, &name, &method).await? {
+                    bindings.push((method, resolved));
+                }
+            }
+        }
+        Ok(bindings)
+    }
+}
+
+/// `package.Service/Method` of a method descriptor.
+pub fn grpc_name(method: &prost_reflect::MethodDescriptor) -> String {
+    format!("{}/{}", method.parent_service().full_name(), method.name())
+}
