@@ -443,3 +443,31 @@ def test_the_manifest_sets_a_protobuf_signature(wisp, lambda_client, channel, tm
     reply = raw_call(channel, "/%s.Orders/Place" % package, b"\x0a\x01m", credentials(wisp))
     assert reply == b"\x12\x01m"  # total 0 is the default, so only customer = "m" is on the wire
     lambda_client.delete_function(FunctionName=name)
+
+
+def test_a_protobuf_typed_source_is_checked_against_its_destination(wisp, lambda_client):
+    # The source sends what maps onto its messages: `total` is an int64, which protobuf's JSON mapping
+    # may write as a string, so a destination that insists on a JSON integer is refused.
+    source = unique_name("typed-source")
+    lambda_client.create_function(FunctionName=source, Runtime=PYTHON_RUNTIME, Role=ROLE, Handler="handler.handler", Code={"ZipFile": python_zip(HANDLER)})
+    wait_until_ready(lambda_client, source)
+    status, _, body = put_signature(wisp, source, signature(method=None))
+    assert status == 200, body
+
+    def destination(total_schema):
+        name = unique_name("typed-destination")
+        arn = lambda_client.create_function(
+            FunctionName=name, Runtime=PYTHON_RUNTIME, Role=ROLE, Handler="handler.handler", Code={"ZipFile": python_zip("def handler(event, context):\n    return None\n")}
+        )["FunctionArn"]
+        schema = {"type": "object", "properties": {"responsePayload": {"type": "object", "properties": {"total": total_schema}}}}
+        status, _, body = signed_request(wisp, "PUT", "/wisp/v1/functions/%s/signature" % name, json.dumps({"Input": {"JsonSchema": schema}}).encode())
+        assert status == 200, body
+        return arn
+
+    strict = destination({"type": "integer"})
+    with pytest.raises(lambda_client.exceptions.InvalidParameterValueException) as refused:
+        lambda_client.put_function_event_invoke_config(FunctionName=source, DestinationConfig={"OnSuccess": {"Destination": strict}})
+    message = refused.value.response["Error"]["Message"]
+    assert "/responsePayload/total" in message and "expected integer" in message and "string" in message, message
+    lenient = destination({"type": ["integer", "string", "null"]})
+    lambda_client.put_function_event_invoke_config(FunctionName=source, DestinationConfig={"OnSuccess": {"Destination": lenient}})

@@ -259,15 +259,19 @@ impl ControlPlane {
     }
 }
 
+/// What a function may send as one side of its signature, as JSON Schema: the schema itself, or for a
+/// protobuf message every document that maps onto it (inputs and outputs are checked against it, so
+/// nothing else gets through); any value when the side has no type.
+pub(crate) fn produced_schema(spec: Option<&TypeSpec>) -> serde_json::Value {
+    spec.and_then(|spec| crate::signature::accepted_schema(spec).ok())
+        .unwrap_or_else(|| serde_json::json!({}))
+}
+
 /// The JSON Schema of the invocation record a destination receives (Lambda's shape), with the source's
 /// input and output types in `requestPayload` and `responsePayload` (any value where it has none).
 pub fn destination_event_schema(source: Option<&Signature>, on_success: bool) -> serde_json::Value {
     use serde_json::json;
-    let side = |spec: Option<&TypeSpec>| match spec {
-        Some(TypeSpec::JsonSchema(schema)) => schema.clone(),
-        // Protobuf types are not described as JSON Schema yet: the check treats them as any value.
-        Some(TypeSpec::Protobuf(_)) | None => json!({}),
-    };
+    let side = |spec: Option<&TypeSpec>| produced_schema(spec);
     let request = side(source.and_then(|signature| signature.input.as_ref()));
     // A failure's response is the error document (or nothing, when the event expired unrun).
     let response = if on_success {

@@ -130,11 +130,7 @@ impl ControlPlane {
 }
 
 fn side(spec: Option<&TypeSpec>) -> Value {
-    match spec {
-        Some(TypeSpec::JsonSchema(schema)) => schema.clone(),
-        // Protobuf types are not described as JSON Schema yet: the check treats them as any value.
-        Some(TypeSpec::Protobuf(_)) | None => json!({}),
-    }
+    crate::event_config::produced_schema(spec)
 }
 
 /// What a pre-invocation hook is called with: `{"functionArn", "requestId", "event"}`.
