@@ -461,7 +461,7 @@ impl ControlPlane {
         let mut targets = Vec::with_capacity(given.len());
         for target in &given {
             targets.push(
-                self.check_rule_target(account, topic, &parsed, target)
+                self.check_rule_target(account, topic, &parsed, target, None)
                     .await?,
             );
         }
@@ -508,12 +508,13 @@ impl ControlPlane {
     /// The single place a rule's target is checked: it must be a function (optionally qualified) of
     /// the caller's account that exists now. Issue #4's checked wiring (what the topic carries against
     /// what the target accepts) plugs in here.
-    pub async fn check_rule_target(
+    pub(crate) async fn check_rule_target(
         &self,
         account: &AccountId,
         topic: &str,
         pattern: &EventPattern,
         target: &str,
+        pending: Option<crate::wiring::PendingAlias<'_>>,
     ) -> Result<RuleTarget, ApiError> {
         if target.starts_with("arn:") && target.split(':').nth(2) != Some("lambda") {
             return Err(ApiError::invalid(format!(
@@ -552,7 +553,7 @@ impl ControlPlane {
         // Every version the target may run (both of a weighted alias) must accept it.
         let produced = rule_event_schema(topic, pattern);
         let mismatches = self
-            .refusals(account, &reference, None, &[produced])
+            .refusals(account, &reference, pending, &[produced])
             .await?;
         if !mismatches.is_empty() {
             let shown: Vec<String> = mismatches.iter().map(ToString::to_string).collect();

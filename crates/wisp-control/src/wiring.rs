@@ -211,7 +211,7 @@ impl ControlPlane {
                 None => break,
             }
         }
-        self.check_rules(account, &mut wirings).await?;
+        self.check_rules(account, pending, &mut wirings).await?;
         let problems = wirings
             .iter()
             .filter(|wiring| wiring.problem.is_some())
@@ -223,6 +223,7 @@ impl ControlPlane {
     async fn check_rules(
         &self,
         account: &AccountId,
+        pending: Option<PendingAlias<'_>>,
         wirings: &mut Vec<Wiring>,
     ) -> Result<(), ApiError> {
         for topic in self.list_topics(account).await? {
@@ -231,7 +232,13 @@ impl ControlPlane {
                 for target in &rule.targets {
                     let problem = match &pattern {
                         Ok(pattern) => self
-                            .check_rule_target(account, &topic.topic_name, pattern, &target.arn)
+                            .check_rule_target(
+                                account,
+                                &topic.topic_name,
+                                pattern,
+                                &target.arn,
+                                pending,
+                            )
                             .await
                             .err()
                             .map(|error| error.message),
