@@ -13,7 +13,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use wisp_types::{ApiError, FunctionRef, HooksConfig, Route, Signature};
 
@@ -76,10 +76,7 @@ async fn delete_hooks(
 ) -> Result<Response, Failure> {
     let function = FunctionRef::parse(&name)?;
     state.control.delete_hooks(&account, &function.name).await?;
-    Ok(Response::builder()
-        .status(StatusCode::NO_CONTENT)
-        .body(axum::body::Body::empty())
-        .expect("a static response"))
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -144,10 +141,7 @@ async fn delete_routes(
             params.get("RevisionId").cloned(),
         )
         .await?;
-    Ok(Response::builder()
-        .status(StatusCode::NO_CONTENT)
-        .body(axum::body::Body::empty())
-        .expect("a static response"))
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// Every wiring of the caller's account, checked again (`wisp check`).
@@ -218,8 +212,5 @@ async fn delete_signature(
             params.get("RevisionId").cloned(),
         )
         .await?;
-    Ok(Response::builder()
-        .status(StatusCode::NO_CONTENT)
-        .body(axum::body::Body::empty())
-        .expect("a static response"))
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
