@@ -140,6 +140,48 @@ struct StoredAnswer {
     memoized: bool,
 }
 
+/// The record of a call answered without running anything (a replay, a cached result, a refusal):
+/// succeeded or failed by `error_type`, no duration, nothing billed.
+fn unrun_record(
+    resolved: &Resolved,
+    request_id: &str,
+    version: &str,
+    invocation_type: &str,
+    memory_size_mb: u32,
+    error_type: Option<String>,
+) -> InvocationRecord {
+    InvocationRecord {
+        request_id: request_id.to_string(),
+        account: resolved.account.0.clone(),
+        function_name: resolved.function_name.clone(),
+        version: version.to_string(),
+        invocation_type: invocation_type.to_string(),
+        status: if error_type.is_some() {
+            InvocationStatus::Failed
+        } else {
+            InvocationStatus::Succeeded
+        },
+        error_type,
+        started_ms: instance::unix_ms(),
+        duration_us: 0,
+        billed_duration_ms: 0,
+        init_duration_us: None,
+        memory_size_mb,
+        max_memory_used_mb: 0,
+        cold_start: false,
+        attempts: 0,
+        enqueued_ms: None,
+        queue_delay_us: None,
+        result: None,
+        idempotency_key: None,
+        replay_of: None,
+        memoized: false,
+        memo_byte_seconds: None,
+        phase: None,
+        shutdown_reason: None,
+    }
+}
+
 /// One run of a function on an instance: what it answered, its record and its log text (not yet
 /// handed to the sinks, so the caller can add its own lines).
 struct Execution {
@@ -458,36 +500,17 @@ impl Engine {
         invocation_type: &str,
         answer: StoredAnswer,
     ) -> InvokeResponse {
-        let record = InvocationRecord {
-            request_id: request_id.clone(),
-            account: resolved.account.0.clone(),
-            function_name: resolved.function_name.clone(),
-            version: answer.version.clone(),
-            invocation_type: invocation_type.to_string(),
-            status: if answer.error_type.is_some() {
-                InvocationStatus::Failed
-            } else {
-                InvocationStatus::Succeeded
-            },
-            error_type: answer.error_type.clone(),
-            started_ms: instance::unix_ms(),
-            duration_us: 0,
-            billed_duration_ms: 0,
-            init_duration_us: None,
-            memory_size_mb: resolved.primary.config.memory_size,
-            max_memory_used_mb: 0,
-            cold_start: false,
-            attempts: 0,
-            enqueued_ms: None,
-            queue_delay_us: None,
-            result: None,
-            idempotency_key: answer.idempotency_key,
-            replay_of: Some(answer.original_request_id.clone()),
-            memoized: answer.memoized,
-            memo_byte_seconds: None,
-            phase: None,
-            shutdown_reason: None,
-        };
+        let mut record = unrun_record(
+            resolved,
+            &request_id,
+            &answer.version,
+            invocation_type,
+            resolved.primary.config.memory_size,
+            answer.error_type.clone(),
+        );
+        record.idempotency_key = answer.idempotency_key;
+        record.replay_of = Some(answer.original_request_id.clone());
+        record.memoized = answer.memoized;
         self.sinks.record(record, Some(answer.payload.clone()));
         InvokeResponse {
             request_id,

@@ -17,7 +17,7 @@ use wisp_control::signature::{describe, parse_event};
 use wisp_control::{Resolved, Side};
 use wisp_types::*;
 
-use crate::{Engine, instance};
+use crate::Engine;
 
 /// The function error a result that breaks its output type becomes.
 pub const OUTPUT_VIOLATION: &str = "Wisp.OutputSchemaViolation";
@@ -88,32 +88,14 @@ impl Engine {
         error: &ApiError,
         document: Bytes,
     ) {
-        let record = InvocationRecord {
-            request_id: request_id.to_string(),
-            account: resolved.account.0.clone(),
-            function_name: resolved.function_name.clone(),
-            version: version.config.version.clone(),
-            invocation_type: invocation_type.to_string(),
-            status: InvocationStatus::Failed,
-            error_type: Some(error.code.aws_name().to_string()),
-            started_ms: instance::unix_ms(),
-            duration_us: 0,
-            billed_duration_ms: 0,
-            init_duration_us: None,
-            memory_size_mb: version.config.memory_size,
-            max_memory_used_mb: 0,
-            cold_start: false,
-            attempts: 0,
-            enqueued_ms: None,
-            queue_delay_us: None,
-            result: None,
-            idempotency_key: None,
-            replay_of: None,
-            memoized: false,
-            memo_byte_seconds: None,
-            phase: None,
-            shutdown_reason: None,
-        };
+        let record = crate::unrun_record(
+            resolved,
+            request_id,
+            &version.config.version,
+            invocation_type,
+            version.config.memory_size,
+            Some(error.code.aws_name().to_string()),
+        );
         self.sinks.record(record, Some(document));
     }
 
