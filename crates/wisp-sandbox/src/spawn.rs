@@ -127,7 +127,7 @@ impl Target {
 pub struct ChildProcess {
     /// Its command line (an interpreted extension's shows the interpreter, then the script's path).
     pub arguments: Vec<String>,
-    /// Forked by the launcher and not yet through `execve`.
+    /// Forked by the launcher and not yet through `execve` (or caught mid-`execve`): what it will run is unknown.
     pub before_exec: bool,
 }
 
@@ -214,6 +214,15 @@ impl KillHandle {
                     .ok()
             })
             .and_then(|parent| std::fs::read_link(format!("/proc/{parent}/exe")).ok());
+        // The function's process itself not yet through execve: the children it forks just before
+        // (extensions) may not exist yet, so nothing can be said of them.
+        let own_exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+        if launcher_exe.is_some() && own_exe == launcher_exe {
+            return vec![ChildProcess {
+                arguments: Vec::new(),
+                before_exec: true,
+            }];
+        }
         list.split_whitespace()
             .filter_map(|child| {
                 let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).ok()?;
@@ -224,13 +233,17 @@ impl KillHandle {
                 }
                 let cmdline = std::fs::read(format!("/proc/{child}/cmdline")).ok()?;
                 let exe = std::fs::read_link(format!("/proc/{child}/exe")).ok();
+                let arguments: Vec<String> = cmdline
+                    .split(|byte| *byte == 0)
+                    .filter(|argument| !argument.is_empty())
+                    .map(|argument| String::from_utf8_lossy(argument).into_owned())
+                    .collect();
+                // Mid-execve the command line and executable can read as empty or missing: as
+                // unknown as a process that has not exec'd yet.
+                let before_exec = exe.is_none() || exe == launcher_exe || arguments.is_empty();
                 Some(ChildProcess {
-                    arguments: cmdline
-                        .split(|byte| *byte == 0)
-                        .filter(|argument| !argument.is_empty())
-                        .map(|argument| String::from_utf8_lossy(argument).into_owned())
-                        .collect(),
-                    before_exec: exe.is_some() && exe == launcher_exe,
+                    arguments,
+                    before_exec,
                 })
             })
             .collect()
