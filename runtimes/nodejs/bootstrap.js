@@ -114,7 +114,8 @@ class RuntimeClient {
         response.on('end', () => resolve({
           status: response.statusCode,
           headers: response.headers,
-          body: Buffer.concat(chunks).toString('utf8'),
+          raw: Buffer.concat(chunks),
+          get body() { return this.raw.toString('utf8'); },
         }));
         response.on('error', reject);
       });
@@ -426,7 +427,12 @@ async function invoke(client, handler, response) {
 
   let event;
   try {
-    event = response.body.length === 0 ? {} : JSON.parse(response.body);
+    if ((headers['content-type'] || '').startsWith('application/x-protobuf')) {
+      // The signature asks for binary protobuf: the handler gets the bytes as a Buffer.
+      event = response.raw;
+    } else {
+      event = response.raw.length === 0 ? {} : JSON.parse(response.body);
+    }
   } catch (error) {
     const body = { errorType: 'Runtime.UnmarshalError', errorMessage: `Unable to parse the event: ${error.message}`, trace: [] };
     writeLog(`${new Date().toISOString()}\t${requestId}\tERROR\tInvoke Error \t${JSON.stringify(body)}`);
@@ -445,6 +451,11 @@ async function invoke(client, handler, response) {
     const body = errorBody(outcome.error);
     writeLog(`${new Date().toISOString()}\t${requestId}\tERROR\tInvoke Error \t${JSON.stringify(body)}`);
     await client.postError(requestId, body, 'Unhandled');
+    return;
+  }
+  if (outcome.result instanceof Uint8Array) {
+    // Bytes go out as they are (a binary protobuf result).
+    await client.postResponse(requestId, Buffer.from(outcome.result.buffer, outcome.result.byteOffset, outcome.result.byteLength));
     return;
   }
   let payload;

@@ -29,6 +29,8 @@ import time
 import _signal
 
 RUNTIME_PREFIX = "/2018-06-01/runtime"
+# The media type of an event a protobuf signature asks to be delivered in binary.
+PROTOBUF = "application/x-protobuf"
 
 
 class RuntimeApiError(Exception):
@@ -408,7 +410,11 @@ def _invoke(client, handler, headers, body):
         _parse_json_header(headers, "lambda-runtime-client-context"),
     )
     try:
-        event = json.loads(body) if body.strip() else {}
+        if headers.get("content-type", "").startswith(PROTOBUF):
+            # The signature asks for binary protobuf: the handler gets the bytes as they are.
+            event = body
+        else:
+            event = json.loads(body) if body.strip() else {}
     except ValueError as error:
         error = {
             "errorMessage": "Unable to unmarshal input: %s" % error,
@@ -433,6 +439,10 @@ def _invoke(client, handler, headers, body):
         client.post_error(request_id, error_body, "Unhandled")
         return
 
+    if isinstance(result, (bytes, bytearray, memoryview)):
+        # Bytes go out as they are (a binary protobuf result), as in Lambda's own runtime.
+        client.post_response(request_id, bytes(result))
+        return
     try:
         payload = json.dumps(result, default=_json_default, ensure_ascii=False, separators=(",", ":"))
     except (TypeError, ValueError, OverflowError) as error:

@@ -4,7 +4,9 @@
 //! A unary call of `/package.Service/Method` invokes the function whose signature names that method
 //! (`GrpcMethod`): the binary request is decoded with the function's input message, turned into
 //! protobuf's JSON mapping, and invoked through `Engine::invoke` like any sync call (concurrency,
-//! validation, idempotency, records); the JSON result is encoded with the output message. Errors
+//! validation, idempotency, records); the JSON result is encoded with the output message. A
+//! server-streaming method is invoked through `Engine::invoke_streaming` and its result, one JSON
+//! document per line (or length-delimited binary), is sent message by message as it comes. Errors
 //! map onto gRPC status codes. Server reflection (`grpc_reflection`) lists the account's services.
 //!
 //! Callers authenticate with the metadata `authorization: Wisp ACCESS_KEY_ID:SECRET_ACCESS_KEY`
@@ -25,8 +27,11 @@ use http_body_util::{BodyExt, StreamBody};
 use prost::Message as _;
 use wisp_control::protobuf;
 use wisp_control::{Resolved, Side};
-use wisp_engine::{InvocationType, InvokeRequest};
-use wisp_types::{AccountId, ApiError, ErrorCode, FunctionRef, MAX_SYNC_PAYLOAD_BYTES, Qualifier};
+use wisp_engine::{InvocationType, InvokeRequest, StreamEvent};
+use wisp_types::{
+    AccountId, ApiError, ErrorCode, FunctionRef, MAX_SYNC_PAYLOAD_BYTES, ProtobufEncoding,
+    Qualifier,
+};
 
 use crate::ApiState;
 use crate::grpc_reflection::{Catalog, ServerReflectionRequest};
@@ -377,6 +382,7 @@ async fn unary(
             ),
         ));
     };
+    let streams = signature.is_some_and(|signature| signature.streams_output());
     let (input, output) = (input.clone(), output.clone());
     let idempotency_key = request
         .headers()
@@ -388,42 +394,33 @@ async fn unary(
         .decode(&message)
         .map_err(|reason| Status::new(Code::InvalidArgument, reason))?;
     let payload = Bytes::from(protobuf::to_json(&decoded));
-    let response = state
-        .engine
-        .invoke(InvokeRequest {
-            account,
-            function: FunctionRef {
-                account: None,
-                region: None,
-                name: resolved.function_name.clone(),
-                qualifier: None,
-            },
-            qualifier,
-            payload,
-            invocation_type: InvocationType::RequestResponse,
-            want_log_tail: false,
-            client_context: None,
-            idempotency_key,
-            skip_hooks: false,
-        })
-        .await?;
+    let invoke = InvokeRequest {
+        account,
+        function: FunctionRef {
+            account: None,
+            region: None,
+            name: resolved.function_name.clone(),
+            qualifier: None,
+        },
+        qualifier,
+        payload,
+        invocation_type: InvocationType::RequestResponse,
+        want_log_tail: false,
+        client_context: None,
+        idempotency_key,
+        skip_hooks: false,
+    };
+    if streams {
+        return server_streaming(state, invoke, output).await;
+    }
+    let response = state.engine.invoke(invoke).await?;
     let request_id = response.request_id.clone();
     if response.function_error.is_some() {
         let document: serde_json::Value =
             serde_json::from_slice(&response.payload).unwrap_or_default();
         let kind = document["errorType"].as_str().unwrap_or("Unhandled");
         let text = document["errorMessage"].as_str().unwrap_or_default();
-        let code = match kind {
-            "Sandbox.Timedout" => Code::DeadlineExceeded,
-            "Wisp.OutputSchemaViolation" => Code::Internal,
-            _ => Code::Unknown,
-        };
-        return Err(Status {
-            code,
-            message: format!("{kind}: {text}"),
-            request_id: Some(request_id),
-            function_error: Some(kind.to_string()),
-        });
+        return Err(function_failed(kind, text, request_id));
     }
     let result = output
         .from_json(&response.payload)
@@ -445,6 +442,203 @@ async fn unary(
         Frame::trailers(ok_trailers()),
     ]);
     Ok(streamed(frames, headers))
+}
+
+/// The status of a call whose function failed with `kind` (its `errorType`).
+fn function_failed(kind: &str, text: &str, request_id: String) -> Status {
+    let code = match kind {
+        "Sandbox.Timedout" => Code::DeadlineExceeded,
+        "Wisp.OutputSchemaViolation" => Code::Internal,
+        _ => Code::Unknown,
+    };
+    Status {
+        code,
+        message: format!("{kind}: {text}"),
+        request_id: Some(request_id),
+        function_error: Some(kind.to_string()),
+    }
+}
+
+/// A server-streaming call: the function's result, streamed or buffered, is cut into messages as it
+/// arrives ([`Splitter`]) and each is sent as soon as it is whole; the function's failure, or a
+/// message that is not an `output`, ends the call with its status in the trailers.
+async fn server_streaming(
+    state: &ApiState,
+    invoke: InvokeRequest,
+    output: protobuf::CompiledMessage,
+) -> Result<Response, Status> {
+    let started = state.engine.invoke_streaming(invoke).await?;
+    let request_id = started.request_id;
+    let mut headers = HeaderMap::new();
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        headers.insert("wisp-request-id", value);
+    }
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Frame<Bytes>>(16);
+    let mut events = started.events;
+    tokio::spawn(async move {
+        let mut splitter = Splitter::new(output);
+        let outcome: Result<(), Status> = loop {
+            // What came, and the call's end when this event ends it.
+            let (messages, end) = match events.next().await {
+                Some(StreamEvent::Chunk(chunk)) => {
+                    let (messages, failure) = splitter.push(&chunk);
+                    (messages, failure.map(Err))
+                }
+                Some(StreamEvent::Complete(completion)) => match completion.error_code {
+                    Some(kind) => {
+                        let text = completion.error_details.unwrap_or_default();
+                        let failed = function_failed(&kind, &text, request_id.clone());
+                        (Vec::new(), Some(Err(failed)))
+                    }
+                    None => {
+                        let (messages, failure) = splitter.finish();
+                        (messages, Some(failure.map_or(Ok(()), Err)))
+                    }
+                },
+                None => (
+                    Vec::new(),
+                    Some(Err(Status::new(
+                        Code::Internal,
+                        "the invocation ended without completing",
+                    ))),
+                ),
+            };
+            for message in messages {
+                if sender
+                    .send(Frame::data(length_prefixed(&message)))
+                    .await
+                    .is_err()
+                {
+                    // The client went away; the invocation runs on to its end.
+                    return;
+                }
+            }
+            if let Some(end) = end {
+                break end;
+            }
+        };
+        let trailers = match outcome {
+            Ok(()) => ok_trailers(),
+            Err(status) => {
+                let mut trailers = HeaderMap::new();
+                put_status(&mut trailers, status.code, &status.message);
+                if let Some(value) = status
+                    .function_error
+                    .and_then(|kind| HeaderValue::from_str(&kind).ok())
+                {
+                    trailers.insert("wisp-function-error", value);
+                }
+                trailers
+            }
+        };
+        let _ = sender.send(Frame::trailers(trailers)).await;
+    });
+    let frames = futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|frame| (frame, receiver))
+    });
+    Ok(streamed(frames, headers))
+}
+
+/// Cuts a server-streaming function's result into binary messages: one JSON document per line
+/// (protobuf's JSON mapping), or length-delimited binary protobuf when the function returns binary.
+struct Splitter {
+    message: protobuf::CompiledMessage,
+    buffer: Vec<u8>,
+    taken: usize,
+}
+
+impl Splitter {
+    fn new(message: protobuf::CompiledMessage) -> Splitter {
+        Splitter {
+            message,
+            buffer: Vec::new(),
+            taken: 0,
+        }
+    }
+
+    fn binary(&self) -> bool {
+        self.message.encoding == ProtobufEncoding::Binary
+    }
+
+    /// The messages made whole by `chunk`, and what ended the call when a message is not an output
+    /// message (the messages before it still go out).
+    fn push(&mut self, chunk: &[u8]) -> (Vec<Vec<u8>>, Option<Status>) {
+        self.buffer.extend_from_slice(chunk);
+        let mut messages = Vec::new();
+        let failure = if self.binary() {
+            let mut rest = Bytes::from(std::mem::take(&mut self.buffer));
+            let failure = loop {
+                match protobuf::take_delimited(&mut rest) {
+                    Ok(Some(one)) => match self.message.binary_to_json(&one) {
+                        Ok(_) => {
+                            messages.push(one.to_vec());
+                            self.taken += 1;
+                        }
+                        Err(violation) => break Some(self.not_a_message(violation.to_string())),
+                    },
+                    Ok(None) => break None,
+                    Err(reason) => break Some(self.not_a_message(reason)),
+                }
+            };
+            self.buffer = rest.to_vec();
+            failure
+        } else {
+            let mut failure = None;
+            while let Some(end) = self.buffer.iter().position(|byte| *byte == b'\n') {
+                let line: Vec<u8> = self.buffer.drain(..=end).collect();
+                match self.line(&line) {
+                    Ok(message) => messages.extend(message),
+                    Err(status) => {
+                        failure = Some(status);
+                        break;
+                    }
+                }
+            }
+            failure
+        };
+        (messages, failure)
+    }
+
+    /// The last messages, once the result is complete.
+    fn finish(&mut self) -> (Vec<Vec<u8>>, Option<Status>) {
+        let rest = std::mem::take(&mut self.buffer);
+        if self.binary() {
+            if rest.is_empty() {
+                return (Vec::new(), None);
+            }
+            let reason = format!("{} bytes after the last whole message", rest.len());
+            return (Vec::new(), Some(self.not_a_message(reason)));
+        }
+        match self.line(&rest) {
+            Ok(message) => (message.into_iter().collect(), None),
+            Err(status) => (Vec::new(), Some(status)),
+        }
+    }
+
+    /// The binary form of one line of JSON; `None` for a blank line.
+    fn line(&mut self, line: &[u8]) -> Result<Option<Vec<u8>>, Status> {
+        if line.trim_ascii().is_empty() {
+            return Ok(None);
+        }
+        let message = self
+            .message
+            .from_json(line)
+            .map_err(|violation| self.not_a_message(violation.to_string()))?;
+        self.taken += 1;
+        Ok(Some(protobuf::to_binary(&message)))
+    }
+
+    fn not_a_message(&self, reason: String) -> Status {
+        Status::new(
+            Code::Internal,
+            format!(
+                "{}: message {} of the function's result is not a {}: {reason}",
+                wisp_engine::signature::OUTPUT_VIOLATION,
+                self.taken,
+                self.message.descriptor.full_name()
+            ),
+        )
+    }
 }
 
 /// Server reflection: a bidirectional stream, one answer per request as each arrives.
@@ -572,6 +766,66 @@ mod tests {
             assert_eq!(status.code, expected, "{error:?}");
             assert!(status.message.ends_with("why"));
         }
+    }
+
+    fn item(encoding: ProtobufEncoding) -> protobuf::CompiledMessage {
+        let files = std::collections::BTreeMap::from([(
+            "feed.proto".to_string(),
+            "syntax = \"proto3\"; package feed; message Item { int32 index = 1; }".to_string(),
+        )]);
+        protobuf::CompiledMessage::compile(&wisp_types::ProtobufType {
+            files,
+            message: "feed.Item".to_string(),
+            encoding,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn json_results_are_cut_into_messages_line_by_line_as_they_come() {
+        let mut splitter = Splitter::new(item(ProtobufEncoding::Json));
+        let (messages, failure) = splitter.push(b"{\"index\": 1}\n{\"ind");
+        assert_eq!((messages, failure.is_none()), (vec![vec![8, 1]], true));
+        let (messages, failure) = splitter.push(b"ex\": 2}\n\n{\"index\": 3}");
+        assert_eq!((messages, failure.is_none()), (vec![vec![8, 2]], true));
+        let (messages, failure) = splitter.finish();
+        assert_eq!((messages, failure.is_none()), (vec![vec![8, 3]], true));
+
+        let mut splitter = Splitter::new(item(ProtobufEncoding::Json));
+        let (messages, failure) = splitter.push(b"{\"index\": 1}\n{\"index\": \"x\"}\n{}\n");
+        assert_eq!(
+            messages,
+            vec![vec![8, 1]],
+            "the message before the bad one goes out"
+        );
+        let failure = failure.expect("the second line is not an Item");
+        assert_eq!(failure.code, Code::Internal);
+        assert!(failure.message.contains("message 1"), "{}", failure.message);
+    }
+
+    #[test]
+    fn binary_results_are_cut_at_their_length_prefixes() {
+        let whole = protobuf::delimited(&[vec![8, 5], vec![8, 6]]);
+        let mut splitter = Splitter::new(item(ProtobufEncoding::Binary));
+        let (messages, failure) = splitter.push(&whole[..4]);
+        assert_eq!((messages, failure.is_none()), (vec![vec![8, 5]], true));
+        let (messages, failure) = splitter.push(&whole[4..]);
+        assert_eq!((messages, failure.is_none()), (vec![vec![8, 6]], true));
+        assert!(splitter.finish().1.is_none());
+
+        let mut splitter = Splitter::new(item(ProtobufEncoding::Binary));
+        let (_, failure) = splitter.push(&[2, 8]);
+        assert!(failure.is_none(), "half a message waits for the rest");
+        let (messages, failure) = splitter.finish();
+        assert!(messages.is_empty());
+        assert!(
+            failure
+                .unwrap()
+                .message
+                .contains("after the last whole message")
+        );
+        let (_, failure) = Splitter::new(item(ProtobufEncoding::Binary)).push(&[1, 0xff]);
+        assert_eq!(failure.expect("not an Item").code, Code::Internal);
     }
 
     #[test]

@@ -71,6 +71,10 @@ pub struct SignatureArgs {
     /// The gRPC method (package.Service/Method, an rpc of the .proto files) that invokes the function.
     #[arg(long, value_name = "METHOD", requires_all = ["input_message", "output_message"])]
     pub grpc_method: Option<String>,
+    /// The function takes and returns its protobuf messages as binary protobuf
+    /// (application/x-protobuf) instead of protobuf's JSON mapping.
+    #[arg(long)]
+    pub binary_protobuf: bool,
 }
 
 /// The `wisp.toml` manifest; unknown keys are errors.
@@ -95,6 +99,8 @@ struct Manifest {
     input_message: Option<String>,
     output_message: Option<String>,
     grpc_method: Option<String>,
+    #[serde(default)]
+    binary_protobuf: bool,
 }
 
 const MANIFEST: &str = "wisp.toml";
@@ -174,6 +180,7 @@ pub async fn deploy(client: &Client, args: DeployArgs) -> anyhow::Result<Value> 
             input_message: given.input_message.or(manifest.input_message),
             output_message: given.output_message.or(manifest.output_message),
             grpc_method: given.grpc_method.or(manifest.grpc_method),
+            binary_protobuf: given.binary_protobuf || manifest.binary_protobuf,
         },
         &protos,
     )?;
@@ -270,8 +277,8 @@ pub(crate) fn read_signature(
 ) -> anyhow::Result<Option<Value>> {
     let has_message = args.input_message.is_some() || args.output_message.is_some();
     if args.input_schema.is_none() && args.output_schema.is_none() && !has_message {
-        if !protos.is_empty() {
-            bail!("--proto needs --input-message and/or --output-message");
+        if !protos.is_empty() || args.binary_protobuf {
+            bail!("--proto and --binary-protobuf need --input-message and/or --output-message");
         }
         return Ok(None);
     }
@@ -297,6 +304,9 @@ pub(crate) fn read_signature(
         ] {
             if let Some(message) = message {
                 signature[side] = json!({ "Protobuf": { "Files": files, "Message": message } });
+                if args.binary_protobuf {
+                    signature[side]["Protobuf"]["Encoding"] = Value::from("Binary");
+                }
             }
         }
     }

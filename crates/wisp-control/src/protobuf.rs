@@ -14,7 +14,7 @@ use prost_reflect::{
     SerializeOptions,
 };
 use protox::file::{ChainFileResolver, File, FileResolver, GoogleFileResolver};
-use wisp_types::{ApiError, ProtobufType, Violation};
+use wisp_types::{ApiError, ProtobufEncoding, ProtobufType, Violation};
 
 /// The `.proto` files a signature uploaded, served to `protox` by name.
 struct UploadedFiles(BTreeMap<String, String>);
@@ -74,6 +74,8 @@ fn location(error: &protox::Error, files: &BTreeMap<String, String>) -> String {
 #[derive(Debug, Clone)]
 pub struct CompiledMessage {
     pub descriptor: MessageDescriptor,
+    /// How the function receives or returns the message.
+    pub encoding: ProtobufEncoding,
 }
 
 impl CompiledMessage {
@@ -96,7 +98,10 @@ impl CompiledMessage {
                 }
             ))
         })?;
-        Ok(CompiledMessage { descriptor })
+        Ok(CompiledMessage {
+            descriptor,
+            encoding: spec.encoding,
+        })
     }
 
     pub fn pool(&self) -> &DescriptorPool {
@@ -160,6 +165,25 @@ impl CompiledMessage {
             rule: self.descriptor.full_name().to_string(),
             message,
         }
+    }
+
+    /// The function's binary form of a JSON document that maps onto the message.
+    pub fn json_to_binary(&self, document: &[u8]) -> Result<Vec<u8>, Violation> {
+        self.from_json(document).map(|message| to_binary(&message))
+    }
+
+    /// The JSON mapping of a binary message the function returned, as callers see it; a violation
+    /// when the bytes are not a valid message of this type.
+    pub fn binary_to_json(&self, bytes: &[u8]) -> Result<Vec<u8>, Violation> {
+        DynamicMessage::decode(self.descriptor.clone(), bytes)
+            .map(|message| to_json(&message))
+            .map_err(|error| {
+                let message = format!(
+                    "not a valid binary {}: {error}",
+                    self.descriptor.full_name()
+                );
+                self.violation(String::new(), message)
+            })
     }
 
     /// Decodes binary protobuf.
@@ -271,6 +295,54 @@ pub fn to_binary(message: &DynamicMessage) -> Vec<u8> {
     message.encode_to_vec()
 }
 
+/// The messages of a server-streaming function's JSON result: one document per line, blank lines
+/// skipped.
+pub fn json_lines(document: &[u8]) -> impl Iterator<Item = &[u8]> {
+    document
+        .split(|byte| *byte == b'\n')
+        .filter(|line| !line.trim_ascii().is_empty())
+}
+
+/// Takes one length-delimited message (a varint length, then the bytes, as protobuf's
+/// `writeDelimitedTo` writes them) from the front of `buffer`: `Ok(None)` until a whole one is there.
+pub fn take_delimited(
+    buffer: &mut prost::bytes::Bytes,
+) -> Result<Option<prost::bytes::Bytes>, String> {
+    let mut length: u64 = 0;
+    for (index, byte) in buffer.iter().take(10).enumerate() {
+        length |= u64::from(byte & 0x7f) << (7 * index);
+        if byte & 0x80 == 0 {
+            let start = index + 1;
+            let Some(end) = usize::try_from(length)
+                .ok()
+                .and_then(|length| start.checked_add(length))
+            else {
+                return Err(format!("a message length of {length} bytes is too large"));
+            };
+            if buffer.len() < end {
+                return Ok(None);
+            }
+            let message = buffer.slice(start..end);
+            *buffer = buffer.slice(end..);
+            return Ok(Some(message));
+        }
+    }
+    if buffer.len() >= 10 {
+        return Err("a message length is not a valid varint".to_string());
+    }
+    Ok(None)
+}
+
+/// The length-delimited binary form of a sequence of messages.
+pub fn delimited(messages: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for message in messages {
+        prost::encoding::encode_varint(message.len() as u64, &mut out);
+        out.extend_from_slice(message);
+    }
+    out
+}
+
 /// Finds `package.Service/Method` in a pool.
 pub fn find_method(pool: &DescriptorPool, grpc_method: &str) -> Option<MethodDescriptor> {
     let (service, method) = grpc_method.split_once('/')?;
@@ -318,6 +390,7 @@ mod tests {
         ProtobufType {
             files: BTreeMap::from([("orders.proto".to_string(), ORDERS.to_string())]),
             message: message.to_string(),
+            encoding: Default::default(),
         }
     }
 
@@ -407,6 +480,25 @@ mod tests {
                 "{document}"
             );
         }
+    }
+
+    #[test]
+    fn delimited_messages_are_taken_whole() {
+        let long = vec![7u8; 300];
+        let mut buffer = prost::bytes::Bytes::from(delimited(&[b"ab".to_vec(), long.clone()]));
+        assert_eq!(take_delimited(&mut buffer).unwrap().unwrap(), &b"ab"[..]);
+        let mut partial = buffer.slice(..buffer.len() - 1);
+        assert!(take_delimited(&mut partial).unwrap().is_none());
+        assert_eq!(take_delimited(&mut buffer).unwrap().unwrap(), &long[..]);
+        assert!(take_delimited(&mut buffer).unwrap().is_none());
+        let mut broken = prost::bytes::Bytes::from(vec![0xff; 11]);
+        assert!(take_delimited(&mut broken).is_err());
+    }
+
+    #[test]
+    fn json_lines_skip_blank_lines() {
+        let lines: Vec<&[u8]> = json_lines(b"{}\n\n  \n{\"a\":1}").collect();
+        assert_eq!(lines, vec![&b"{}"[..], &b"{\"a\":1}"[..]]);
     }
 
     #[test]

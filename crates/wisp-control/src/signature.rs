@@ -97,9 +97,24 @@ impl CompiledSignature {
         }
     }
 
+    /// The protobuf message of one side when the function takes or gives it in binary
+    /// ([`ProtobufEncoding::Binary`]).
+    pub fn binary(&self, side: Side) -> Option<&CompiledMessage> {
+        self.message(side)
+            .filter(|message| message.encoding == ProtobufEncoding::Binary)
+    }
+
     /// The gRPC method the function serves, if its signature names one.
     pub fn grpc_method(&self) -> Option<&prost_reflect::MethodDescriptor> {
         self.grpc_method.as_ref()
+    }
+
+    /// Whether the function answers with a sequence of output messages (its gRPC method is
+    /// server-streaming): newline-delimited JSON, or length-delimited binary protobuf.
+    pub fn streams_output(&self) -> bool {
+        self.grpc_method
+            .as_ref()
+            .is_some_and(|method| method.is_server_streaming())
     }
 
     /// Checks a JSON document against one side; empty when it conforms or the side has no type.
@@ -116,6 +131,24 @@ impl CompiledSignature {
                 message: format!("not JSON: {error}"),
             }],
         }
+    }
+
+    /// The violations of a result that is a sequence of output messages, one JSON document per line
+    /// ([`CompiledSignature::streams_output`]); each names the message's index in its pointer.
+    pub fn sequence_violations(&self, document: &[u8]) -> Vec<Violation> {
+        let Some(Checker::Message(message)) = &self.output else {
+            return Vec::new();
+        };
+        crate::protobuf::json_lines(document)
+            .enumerate()
+            .filter_map(|(index, line)| {
+                message.from_json(line).err().map(|mut violation| {
+                    violation.pointer = format!("/{index}{}", violation.pointer);
+                    violation
+                })
+            })
+            .take(MAX_VIOLATIONS + 1)
+            .collect()
     }
 
     /// [`CompiledSignature::violations`] of a parsed document.
@@ -231,9 +264,9 @@ fn grpc_method(
             }
         ))
     })?;
-    if method.is_client_streaming() || method.is_server_streaming() {
+    if method.is_client_streaming() {
         return Err(ApiError::invalid(format!(
-            "GrpcMethod {name:?} streams; only unary methods can be bound to a function"
+            "GrpcMethod {name:?} takes a stream of requests; a function can serve unary and server-streaming methods only"
         )));
     }
     for (what, declared, expected) in [

@@ -564,7 +564,32 @@ impl Engine {
         invocation_type: &str,
         sink: Option<&instance::ChunkSink>,
     ) -> Result<Execution, ApiError> {
+        // A receipt covers the input as the caller sent it; a streamed output is not kept to hash.
+        let receipt_input = (resolved.receipts && sink.is_none()).then(|| payload.clone());
+        let payload = if payload.is_empty() {
+            Bytes::from_static(b"{}")
+        } else {
+            payload
+        };
+        let route = signature::route_of(resolved, version, &payload);
+        let route_name = route.as_ref().map(|(name, _)| name.clone());
         let pool = self.pool(&resolved.account, &resolved.function_name, version);
+        let (payload, content_type) =
+            match signature::to_function(resolved, version, route_name.as_deref(), payload) {
+                Ok(converted) => converted,
+                Err(error) => {
+                    // An instance the caller handed over goes back unused.
+                    if let Some((instance, _)) = instance {
+                        let grace = self.options.shutdown_grace;
+                        if let Some(instance) =
+                            self.provisioned.give_back(&pool.key, instance, grace)
+                        {
+                            self.return_idle(&pool, instance);
+                        }
+                    }
+                    return Err(error);
+                }
+            };
         let (instance, cold) = match instance {
             Some(given) => given,
             None => match self.take_warm(&pool) {
@@ -588,16 +613,8 @@ impl Engine {
             (instance, cold)
         };
 
-        // A receipt covers the input as the caller sent it; a streamed output is not kept to hash.
-        let receipt_input = (resolved.receipts && sink.is_none()).then(|| payload.clone());
-        let payload = if payload.is_empty() {
-            Bytes::from_static(b"{}")
-        } else {
-            payload
-        };
-        let route = signature::route_of(resolved, version, &payload);
-        let route_name = route.as_ref().map(|(name, _)| name.clone());
         let invocation = Invocation {
+            content_type,
             route,
             request_id: request_id.clone(),
             payload,
@@ -655,21 +672,17 @@ impl Engine {
                 (status, Some(error_type), duration_us, false, payload)
             }
         };
-        // A result that breaks the output type is not returned as it is (a streamed one has already gone).
+        // A result that breaks the output type is not returned as it is (a streamed one has already
+        // gone); a binary one is returned in protobuf's JSON mapping, as callers see every result.
         let (status, error_type, payload) = match (&status, sink) {
             (InvocationStatus::Succeeded, None) => {
-                match signature::output_violation(
-                    resolved,
-                    version,
-                    route_name.as_deref(),
-                    &payload,
-                ) {
-                    Some(document) => (
+                match signature::from_function(resolved, version, route_name.as_deref(), payload) {
+                    Ok(payload) => (status, error_type, payload),
+                    Err(document) => (
                         InvocationStatus::Failed,
                         Some(signature::OUTPUT_VIOLATION.to_string()),
                         document,
                     ),
-                    None => (status, error_type, payload),
                 }
             }
             _ => (status, error_type, payload),

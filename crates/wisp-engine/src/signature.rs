@@ -8,12 +8,17 @@
 //!   of a weighted alias), so a bad event is refused rather than retried. It is not checked again
 //!   when it runs: a signature set in between applies to later events.
 //! - A buffered result that breaks the output type becomes a function error of type
-//!   `Wisp.OutputSchemaViolation`; streamed results are not checked.
+//!   `Wisp.OutputSchemaViolation`; streamed results are not checked here (the gRPC gateway checks
+//!   each message of a server-streaming method's result as it goes).
+//! - A protobuf side with `Encoding: Binary` is exchanged with the runtime in binary: the event is
+//!   encoded just before it is handed over, the result decoded just after, so callers, records,
+//!   caches and destinations only ever see JSON.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use wisp_control::signature::{describe, parse_event};
+use wisp_control::protobuf::CompiledMessage;
+use wisp_control::signature::{CompiledSignature, describe, parse_event};
 use wisp_control::{Resolved, Side};
 use wisp_types::*;
 
@@ -146,27 +151,104 @@ pub(crate) fn route_of(
     Some((route.name.clone(), route.handler.clone()))
 }
 
-/// The error document a successful result that breaks the output type of the route it took (or of
-/// `version`) is replaced with.
-pub(crate) fn output_violation(
+/// The signature an event of `version` that took `route` is checked against.
+fn signature_of<'a>(
+    resolved: &'a Resolved,
+    version: &Arc<StoredVersion>,
+    route: Option<&str>,
+) -> Option<&'a CompiledSignature> {
+    let typed = resolved.typed_of(version)?;
+    let route = route.and_then(|name| typed.routes.iter().find(|route| route.name == name));
+    typed.signature_for(route)
+}
+
+/// The event as the function takes it, with its media type: the JSON as it is, or binary protobuf
+/// when the signature asks for it. The event was checked against the input type before (at enqueue
+/// for an event), so a failure here means the signature changed since: it is refused the same way.
+pub(crate) fn to_function(
     resolved: &Resolved,
     version: &Arc<StoredVersion>,
     route: Option<&str>,
-    payload: &[u8],
-) -> Option<Bytes> {
-    let typed = resolved.typed_of(version)?;
-    let route = route.and_then(|name| typed.routes.iter().find(|route| route.name == name));
-    let signature = typed.signature_for(route)?;
-    if !signature.has(Side::Output) {
-        return None;
+    payload: Bytes,
+) -> Result<(Bytes, &'static str), ApiError> {
+    let Some(message) =
+        signature_of(resolved, version, route).and_then(|signature| signature.binary(Side::Input))
+    else {
+        return Ok((payload, JSON));
+    };
+    match message.json_to_binary(&payload) {
+        Ok(binary) => Ok((Bytes::from(binary), PROTOBUF)),
+        Err(violation) => Err(ApiError::new(
+            ErrorCode::InputSchemaViolation,
+            describe(Side::Input, &[violation]),
+        )),
     }
-    let violations = signature.violations(Side::Output, payload);
+}
+
+/// A successful result as callers see it (protobuf's JSON mapping of a binary result), or the error
+/// document it is replaced with when it breaks the output type of the route it took (or of `version`).
+pub(crate) fn from_function(
+    resolved: &Resolved,
+    version: &Arc<StoredVersion>,
+    route: Option<&str>,
+    payload: Bytes,
+) -> Result<Bytes, Bytes> {
+    let Some(signature) = signature_of(resolved, version, route) else {
+        return Ok(payload);
+    };
+    let violations = match (signature.binary(Side::Output), signature.streams_output()) {
+        (Some(message), false) => match message.binary_to_json(&payload) {
+            Ok(json) => return Ok(Bytes::from(json)),
+            Err(violation) => vec![violation],
+        },
+        (Some(message), true) => match binary_sequence_to_json(message, payload.clone()) {
+            Ok(lines) => return Ok(lines),
+            Err(violation) => vec![violation],
+        },
+        (None, true) => signature.sequence_violations(&payload),
+        (None, false) => signature.violations(Side::Output, &payload),
+    };
     if violations.is_empty() {
-        return None;
+        return Ok(payload);
     }
-    Some(error_document(
+    Err(error_document(
         OUTPUT_VIOLATION,
         &describe(Side::Output, &violations),
         Some(&violations),
     ))
 }
+
+/// A server-streaming function's binary result (length-delimited messages) as callers of a buffered
+/// invoke see it: one JSON document per line.
+fn binary_sequence_to_json(message: &CompiledMessage, payload: Bytes) -> Result<Bytes, Violation> {
+    let mut rest = payload;
+    let mut lines = Vec::new();
+    let mut index = 0;
+    loop {
+        let taken =
+            wisp_control::protobuf::take_delimited(&mut rest).map_err(|reason| Violation {
+                pointer: format!("/{index}"),
+                rule: message.descriptor.full_name().to_string(),
+                message: reason,
+            })?;
+        let Some(one) = taken else { break };
+        let mut json = message.binary_to_json(&one).map_err(|mut violation| {
+            violation.pointer = format!("/{index}{}", violation.pointer);
+            violation
+        })?;
+        json.push(b'\n');
+        lines.extend_from_slice(&json);
+        index += 1;
+    }
+    if !rest.is_empty() {
+        return Err(Violation {
+            pointer: format!("/{index}"),
+            rule: message.descriptor.full_name().to_string(),
+            message: format!("{} bytes after the last whole message", rest.len()),
+        });
+    }
+    Ok(Bytes::from(lines))
+}
+
+const JSON: &str = "application/json";
+const PROTOBUF: &str = "application/x-protobuf";

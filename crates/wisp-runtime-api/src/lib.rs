@@ -42,6 +42,9 @@ pub struct Invocation {
     pub cognito_identity: Option<String>,
     /// The route the event took, with the handler to call: sent as `Wisp-Route` and `Wisp-Handler`.
     pub route: Option<(String, String)>,
+    /// The payload's media type: `application/json`, or `application/x-protobuf` for a function that
+    /// takes its protobuf input in binary.
+    pub content_type: &'static str,
 }
 
 /// What the runtime answered for one invocation.
@@ -294,7 +297,7 @@ async fn next_invocation(inner: &EndpointInner) -> Response<Body> {
     inner.extensions.invoke(&invocation);
     let mut response = Response::builder()
         .status(StatusCode::OK)
-        .header("content-type", "application/json")
+        .header("content-type", invocation.content_type)
         .header("lambda-runtime-aws-request-id", &invocation.request_id)
         .header(
             "lambda-runtime-deadline-ms",

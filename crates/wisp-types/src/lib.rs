@@ -16,4 +16,6 @@ pub use config::*;
 pub use error::{ApiError, ErrorCode};
 pub use invocation::*;
 pub use names::*;
-pub use signature::{ProtobufType, Route, RouteMatch, Signature, TypeSpec, Violation};
+pub use signature::{
+    ProtobufEncoding, ProtobufType, Route, RouteMatch, Signature, TypeSpec, Violation,
+};

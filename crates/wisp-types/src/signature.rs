@@ -48,6 +48,27 @@ pub struct ProtobufType {
     pub files: BTreeMap<String, String>,
     /// The message's full name, `package.Message`.
     pub message: String,
+    /// How the function itself receives (input) or returns (output) the message: protobuf's JSON
+    /// mapping by default, or binary protobuf. Callers see the same either way: JSON over REST,
+    /// binary over gRPC.
+    #[serde(default, skip_serializing_if = "ProtobufEncoding::is_json")]
+    pub encoding: ProtobufEncoding,
+}
+
+/// The form a protobuf message takes between Wisp and the function's runtime.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProtobufEncoding {
+    /// Protobuf's JSON mapping (`Content-Type: application/json`).
+    #[default]
+    Json,
+    /// Binary protobuf (`Content-Type: application/x-protobuf`).
+    Binary,
+}
+
+impl ProtobufEncoding {
+    pub fn is_json(&self) -> bool {
+        *self == ProtobufEncoding::Json
+    }
 }
 
 /// One way a document broke its type: where, which rule, and what was wrong.
