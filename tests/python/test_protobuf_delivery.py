@@ -11,6 +11,7 @@ protobuf library inside the sandbox and show that what they get really is binary
 """
 
 import json
+import uuid
 import time
 
 import grpc
@@ -98,6 +99,7 @@ def handler(event, context):
 # Latest, buffered, JSON: one document per line.
 JSON_LINES = """
 import json
+import uuid
 
 def handler(event, context):
     if event["topic"] == "fail":
@@ -315,3 +317,22 @@ def test_binary_encoding_is_refused_on_a_json_schema(wisp, lambda_client):
     body = {"Input": {"JsonSchema": {"type": "object"}, "Encoding": "Binary"}}
     status, _, answer = signed_request(wisp, "PUT", "/wisp/v1/functions/%s/signature" % name, json.dumps(body).encode())
     assert status == 400, answer
+
+
+def test_the_manifest_asks_for_binary_protobuf(wisp, lambda_client, channel, tmp_path):
+    name = unique_name("feed-manifest")
+    package = "feedm%s" % uuid.uuid4().hex[:6]
+    source = tmp_path / "function"
+    source.mkdir()
+    (source / "handler.py").write_text(BINARY_ECHO)
+    (source / "feed.proto").write_text(PROTO.replace("package feed.v1;", "package %s;" % package))
+    (source / "wisp.toml").write_text(
+        'runtime = "%s"\nhandler = "handler.handler"\nprotos = ["feed.proto"]\nbinary_protobuf = true\n'
+        'input_message = "%s.Query"\noutput_message = "%s.Item"\ngrpc_method = "%s.Feed/Echo"\n' % (PYTHON_RUNTIME, package, package, package)
+    )
+    wisp.wisp_cli("deploy", str(source), "--name", name)
+    shown = json.loads(wisp.wisp_cli("signature", name).stdout)
+    assert shown["Input"]["Protobuf"]["Encoding"] == "Binary" and shown["Output"]["Protobuf"]["Encoding"] == "Binary"
+    request = query("cli", 3)
+    assert read_item(unary(channel, wisp, "/%s.Feed/Echo" % package, request)) == (3, "bytes:%d:cli" % len(request))
+    lambda_client.delete_function(FunctionName=name)
