@@ -317,3 +317,53 @@ def test_moving_an_alias_to_a_version_with_an_incompatible_signature_is_refused(
     put_signature(wisp, taker, {"Input": {"JsonSchema": RECEIPT_TAKER}})
     third = lambda_client.publish_version(FunctionName=taker)["Version"]
     assert lambda_client.update_alias(FunctionName=taker, Name="live", FunctionVersion=third)["FunctionVersion"] == third
+
+
+PLACE_PROTO = """
+syntax = "proto3";
+package wire.v1;
+message Place { string sku = 1; int32 quantity = 2; }
+"""
+
+# A hook's own copy of `Place`, with `quantity` declared as given.
+GATE_PROTO = """
+syntax = "proto3";
+package gate.v1;
+message Order { string sku = 1; %s; }
+message GateCall { string function_arn = 1; string request_id = 2; Order event = 3; }
+"""
+
+PASSING_GATE = "def handler(call, context):\n    print('GATE', call['event'])\n    return {'action': 'pass'}\n"
+
+
+def test_protobuf_to_protobuf_wiring_is_checked_by_field_numbers_and_types(wisp, lambda_client):
+    placer = unique_name("placer")
+    make(lambda_client, placer)
+    put_signature(wisp, placer, {"Input": {"Protobuf": {"Files": {"wire/v1/place.proto": PLACE_PROTO}, "Message": "wire.v1.Place"}}})
+
+    def gate(quantity):
+        name = unique_name("proto-gate")
+        make(lambda_client, name, PASSING_GATE)
+        put_signature(wisp, name, {"Input": {"Protobuf": {"Files": {"gate/v1/gate.proto": GATE_PROTO % quantity}, "Message": "gate.v1.GateCall"}}})
+        return name
+
+    def put_pre_hook(hook):
+        return signed_request(wisp, "PUT", "/wisp/v1/functions/%s/hooks" % placer, json.dumps({"Pre": hook}).encode())
+
+    # As JSON the two messages agree; as protobuf `quantity` is field 2 on one side, 3 on the other.
+    status, _, body = put_pre_hook(gate("int32 quantity = 3"))
+    assert status == 400, body
+    assert b"at /event/quantity: expected int32 (field 3), found int32 (field 2)" in body, body
+    # A narrower type under the same number is refused too.
+    status, _, body = put_pre_hook(gate("sint32 quantity = 2"))
+    assert status == 400 and b"at /event/quantity: expected sint32 (field 2), found int32 (field 2)" in body, body
+    # The same number, widened to int64: accepted, and the hook runs.
+    widened = gate("int64 quantity = 2")
+    status, _, body = put_pre_hook(widened)
+    assert status == 200, body
+    response, result = invoke(lambda_client, placer, {"sku": "tea", "quantity": 4})
+    assert "FunctionError" not in response and result["total"] == 8, result
+    status, _, body = signed_request(wisp, "GET", "/wisp/v1/check")
+    assert status == 200, body
+    ours = [wiring for wiring in json.loads(body)["Wirings"] if wiring["Target"] == widened]
+    assert len(ours) == 1 and "Problem" not in ours[0], ours

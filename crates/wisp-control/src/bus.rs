@@ -551,7 +551,7 @@ impl ControlPlane {
             })?;
         // What the rule delivers must be what the target accepts (issue #4's checked wiring).
         // Every version the target may run (both of a weighted alias) must accept it.
-        let produced = rule_event_schema(topic, pattern);
+        let produced = crate::wiring::Produced::schema(rule_event_schema(topic, pattern));
         let mismatches = self
             .refusals(account, &reference, pending, &[produced])
             .await?;

@@ -8,6 +8,7 @@
 
 use wisp_types::*;
 
+use crate::wiring::Produced;
 use crate::{ControlPlane, decode, encode, store_error};
 
 fn config_prefix(account: &AccountId, name: &str) -> String {
@@ -241,9 +242,25 @@ impl ControlPlane {
             .wired_function(account, name, &what, "destination", target)
             .await?;
         // What the destination receives must be what it accepts.
+        let on_success = which == "OnSuccess";
         let produced: Vec<_> = sources
             .iter()
-            .map(|source| destination_event_schema(source.as_ref(), which == "OnSuccess"))
+            .map(|source| {
+                let source = source.as_ref();
+                let produced = Produced::schema(destination_event_schema(source, on_success))
+                    .carrying(
+                        "/requestPayload",
+                        source.and_then(|signature| signature.input.as_ref()),
+                    );
+                if on_success {
+                    produced.carrying(
+                        "/responsePayload",
+                        source.and_then(|signature| signature.output.as_ref()),
+                    )
+                } else {
+                    produced
+                }
+            })
             .collect();
         let mismatches = self
             .refusals(account, &reference, pending, &produced)

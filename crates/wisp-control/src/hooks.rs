@@ -7,6 +7,7 @@
 use serde_json::{Value, json};
 use wisp_types::*;
 
+use crate::wiring::Produced;
 use crate::{ControlPlane, decode, encode, lambda_timestamp, lifecycle, store_error};
 
 pub(crate) fn hooks_key(account: &AccountId, name: &str) -> String {
@@ -110,10 +111,11 @@ impl ControlPlane {
         let reference = self
             .wired_function(account, name, &what, "hook", hook)
             .await?;
+        let input = source.and_then(|signature| signature.input.as_ref());
         let produced = if which == "Pre" {
-            pre_hook_event_schema(source)
+            Produced::schema(pre_hook_event_schema(source)).carrying("/event", input)
         } else {
-            post_hook_event_schema(source)
+            Produced::schema(post_hook_event_schema(source)).carrying("/requestPayload", input)
         };
         let mismatches = self
             .refusals(account, &reference, pending, &[produced])

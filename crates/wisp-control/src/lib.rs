@@ -22,6 +22,7 @@ pub mod layers;
 pub mod lifecycle;
 pub mod memoization;
 pub mod pattern;
+pub mod proto_compat;
 pub mod protobuf;
 pub mod provisioned;
 pub mod receipts;

@@ -3,10 +3,14 @@
 //! source sends (`compat`). Wiring is checked when it is made; this finds wirings that a later change
 //! broke (a signature changed, a target deleted).
 
+use prost_reflect::{Kind, MessageDescriptor};
 use serde::Serialize;
+use serde_json::Value;
 use wisp_types::*;
 
 use crate::ControlPlane;
+use crate::compat::Mismatch;
+use crate::protobuf::CompiledMessage;
 
 /// One wiring and what is wrong with it, if anything.
 #[derive(Debug, Clone, Serialize)]
@@ -27,6 +31,91 @@ pub struct Wiring {
 pub struct WiringReport {
     pub wirings: Vec<Wiring>,
     pub problems: usize,
+}
+
+/// What a source sends a target, for the check: the JSON Schema of the whole document, and the
+/// protobuf messages of the source's signature that the document carries, each with its place (a JSON
+/// pointer, `""` for the whole document).
+pub(crate) struct Produced {
+    pub schema: Value,
+    pub messages: Vec<(String, MessageDescriptor)>,
+}
+
+impl Produced {
+    pub fn schema(schema: Value) -> Produced {
+        Produced {
+            schema,
+            messages: Vec::new(),
+        }
+    }
+
+    /// Notes that the document carries a value of type `spec` at `pointer`, when that is a protobuf
+    /// message. (A signature that no longer compiles keeps only its JSON Schema description.)
+    pub fn carrying(mut self, pointer: &str, spec: Option<&TypeSpec>) -> Produced {
+        if let Some(TypeSpec::Protobuf(spec)) = spec
+            && let Ok(compiled) = CompiledMessage::compile(spec)
+        {
+            self.messages
+                .push((pointer.to_string(), compiled.descriptor));
+        }
+        self
+    }
+
+    /// Where a target whose input is `accepted` (and, for a protobuf input, `message`) refuses this
+    /// document. Where a message of the source meets a message of the target, the two are compared
+    /// on their descriptors — field numbers, types and labels (`proto_compat`) — and that part of the
+    /// JSON Schema is left out; everything else is compared as JSON Schema (`compat`).
+    fn refused_by(&self, accepted: &Value, message: Option<&MessageDescriptor>) -> Vec<Mismatch> {
+        let mut accepted = accepted.clone();
+        let mut by_descriptor = Vec::new();
+        if let Some(target) = message {
+            for (pointer, sent) in &self.messages {
+                let Some(taken) = message_at(target, pointer) else {
+                    continue;
+                };
+                if let Some(place) = accepted.pointer_mut(&schema_pointer(pointer)) {
+                    *place = Value::Bool(true);
+                }
+                by_descriptor.extend(crate::proto_compat::check(sent, &taken, pointer));
+            }
+        }
+        let mut mismatches = crate::compat::check(&self.schema, &accepted);
+        mismatches.extend(by_descriptor);
+        mismatches
+    }
+}
+
+/// The message a target's input has at `pointer` (JSON names or field names, through singular message
+/// fields); none where the path leaves the message, goes through a list or a map, or reaches a
+/// well-known type (whose JSON form is not its fields, so JSON Schema describes it better).
+fn message_at(root: &MessageDescriptor, pointer: &str) -> Option<MessageDescriptor> {
+    let mut message = root.clone();
+    for segment in pointer.split('/').skip(1) {
+        if crate::proto_compat::is_well_known(&message) {
+            return None;
+        }
+        let name = segment.replace("~1", "/").replace("~0", "~");
+        let field = message
+            .fields()
+            .find(|field| field.json_name() == name || field.name() == name)?;
+        if field.is_list() || field.is_map() {
+            return None;
+        }
+        message = match field.kind() {
+            Kind::Message(inner) => inner,
+            _ => return None,
+        };
+    }
+    (!crate::proto_compat::is_well_known(&message)).then_some(message)
+}
+
+/// Where the JSON Schema of a message (`protobuf::accepted_schema`) describes the value at `pointer`.
+fn schema_pointer(pointer: &str) -> String {
+    pointer
+        .split('/')
+        .skip(1)
+        .map(|segment| format!("/properties/{segment}"))
+        .collect()
 }
 
 /// An alias move being checked before it is stored: wirings see the alias at `config`'s versions.
@@ -131,13 +220,13 @@ impl ControlPlane {
     }
 
     /// Where the input types of every version `target` may run disagree with what the source may
-    /// send (one schema per source version); empty when every pair is compatible.
+    /// send (one document per source version); empty when every pair is compatible.
     pub(crate) async fn refusals(
         &self,
         account: &AccountId,
         target: &FunctionRef,
         pending: Option<PendingAlias<'_>>,
-        produced: &[serde_json::Value],
+        produced: &[Produced],
     ) -> Result<Vec<crate::compat::Mismatch>, ApiError> {
         let targets = self
             .signatures_for(account, &target.name, target.qualifier.clone(), pending)
@@ -146,9 +235,16 @@ impl ControlPlane {
             let Some(accepted) = &accepted.input else {
                 continue;
             };
-            let accepted = crate::signature::accepted_schema(accepted)?;
+            let message = match accepted {
+                TypeSpec::Protobuf(spec) => Some(CompiledMessage::compile(spec)?.descriptor),
+                TypeSpec::JsonSchema(_) => None,
+            };
+            let schema = match &message {
+                Some(message) => crate::protobuf::accepted_schema(message),
+                None => crate::signature::accepted_schema(accepted)?,
+            };
             for produced in produced {
-                let mismatches = crate::compat::check(produced, &accepted);
+                let mismatches = produced.refused_by(&schema, message.as_ref());
                 if !mismatches.is_empty() {
                     return Ok(mismatches);
                 }
@@ -334,5 +430,131 @@ impl ControlPlane {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn message(package: &str, body: &str, name: &str) -> MessageDescriptor {
+        let text = format!(
+            "syntax = \"proto3\"; package {package};\nimport \"google/protobuf/struct.proto\";\n{body}"
+        );
+        let files = BTreeMap::from([(format!("{package}.proto"), text)]);
+        crate::protobuf::compile_files(&files)
+            .expect("the test's files compile")
+            .get_message_by_name(&format!("{package}.{name}"))
+            .expect("the test's message is declared")
+    }
+
+    /// What a pre-hook is sent by a function whose input is `src.Place`.
+    fn pre_hook_call(quantity: &str) -> Produced {
+        let input = message(
+            "src",
+            &format!("message Place {{ string sku = 1; {quantity}; }}"),
+            "Place",
+        );
+        Produced {
+            schema: json!({
+                "type": "object",
+                "required": ["functionArn", "requestId", "event"],
+                "properties": {
+                    "functionArn": {"type": "string"},
+                    "requestId": {"type": "string"},
+                    "event": crate::protobuf::accepted_schema(&input),
+                },
+                "additionalProperties": false,
+            }),
+            messages: vec![("/event".to_string(), input)],
+        }
+    }
+
+    /// A hook whose input message has `event` of type `event`.
+    fn gate(declarations: &str, event: &str) -> MessageDescriptor {
+        message(
+            "dst",
+            &format!(
+                "{declarations} message GateCall {{ string function_arn = 1; string request_id = 2; {event} event = 3; }}"
+            ),
+            "GateCall",
+        )
+    }
+
+    fn refusals(produced: &Produced, target: &MessageDescriptor) -> Vec<Mismatch> {
+        produced.refused_by(&crate::protobuf::accepted_schema(target), Some(target))
+    }
+
+    #[test]
+    fn a_message_inside_the_document_is_compared_by_field_numbers() {
+        // As JSON the two agree; as protobuf `quantity` is field 2 on one side and 3 on the other.
+        let target = gate(
+            "message Order { string sku = 1; int32 quantity = 3; }",
+            "Order",
+        );
+        let found = refusals(&pre_hook_call("int32 quantity = 2"), &target);
+        assert_eq!(
+            found,
+            [Mismatch {
+                path: "/event/quantity".into(),
+                expected: "int32 (field 3)".into(),
+                found: "int32 (field 2)".into(),
+            }]
+        );
+    }
+
+    #[test]
+    fn a_compatible_message_inside_the_document_is_accepted() {
+        let target = gate(
+            "message Order { string sku = 1; int64 quantity = 2; string note = 4; }",
+            "Order",
+        );
+        assert_eq!(refusals(&pre_hook_call("int32 quantity = 2"), &target), []);
+    }
+
+    #[test]
+    fn a_well_known_type_at_the_place_keeps_the_json_schema_check() {
+        // `Struct` takes any object in JSON: the source's message is one.
+        let target = gate("", "google.protobuf.Struct");
+        assert_eq!(refusals(&pre_hook_call("int32 quantity = 2"), &target), []);
+    }
+
+    #[test]
+    fn the_rest_of_the_document_is_still_compared_as_json_schema() {
+        let target = message(
+            "dst",
+            "message Order { string sku = 1; int32 quantity = 3; } \
+             message GateCall { bool function_arn = 1; string request_id = 2; Order event = 3; }",
+            "GateCall",
+        );
+        let found = refusals(&pre_hook_call("int32 quantity = 2"), &target);
+        let paths: Vec<&str> = found
+            .iter()
+            .map(|mismatch| mismatch.path.as_str())
+            .collect();
+        assert_eq!(paths, ["/functionArn", "/event/quantity"], "{found:?}");
+    }
+
+    #[test]
+    fn a_whole_document_that_is_a_message_is_compared_by_descriptors() {
+        let source = message("src", "message Place { sint32 quantity = 1; }", "Place");
+        let target = message("dst", "message Place { int32 quantity = 1; }", "Place");
+        let produced = Produced {
+            schema: crate::protobuf::accepted_schema(&source),
+            messages: vec![(String::new(), source)],
+        };
+        let found = refusals(&produced, &target);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(
+            found[0].to_string(),
+            "at /quantity: expected int32 (field 1), found sint32 (field 1)"
+        );
+        // A target typed by JSON Schema is compared as JSON Schema.
+        let schema = json!({"type": "object", "properties": {"quantity": {"type": "integer"}}});
+        assert_eq!(produced.refused_by(&schema, None)[0].path, "/quantity");
     }
 }
