@@ -138,3 +138,34 @@ def test_the_cli_sets_and_shows_routes(wisp, lambda_client, tmp_path):
     assert json.loads(wisp.wisp_cli("routes", name, "--file", str(file)).stdout)["Routes"] == ROUTES
     assert json.loads(wisp.wisp_cli("routes", name).stdout)["Routes"] == ROUTES
     assert json.loads(wisp.wisp_cli("routes", name, "--clear").stdout) == {"Routes": []}
+
+
+def test_a_destination_whose_records_may_match_none_of_its_routes_is_refused(wisp, lambda_client):
+    # The destination routes on the record's condition: a success record always takes `ok`; a failure
+    # record may carry a condition no route takes, until a route covers every one.
+    outcomes = shop(lambda_client, wisp, source="def ok(event, context):\n    return 'ok'\n\ndef failed(event, context):\n    return 'failed'\n")
+    condition = "/requestContext/condition"
+    put_routes(wisp, outcomes, [
+        {"Name": "ok", "Match": {"Pointer": condition, "Equals": "Success"}, "Handler": "handler.ok"},
+        {"Name": "failed", "Match": {"Pointer": condition, "AnyOf": ["RetriesExhausted", "EventAgeExceeded"]}, "Handler": "handler.failed"},
+    ])
+    source = shop(lambda_client, wisp)
+    target = lambda_client.get_function(FunctionName=outcomes)["Configuration"]["FunctionArn"]
+    lambda_client.put_function_event_invoke_config(FunctionName=source, DestinationConfig={"OnSuccess": {"Destination": target}})
+    error = expect_error(
+        "InvalidParameterValueException", 400, lambda_client.put_function_event_invoke_config, FunctionName=source, DestinationConfig={"OnFailure": {"Destination": target}}
+    )
+    message = error["Error"]["Message"]
+    assert condition in message and '"FunctionNotFound"' in message and "matches no route" in message, message
+    put_routes(wisp, outcomes, [
+        {"Name": "ok", "Match": {"Pointer": condition, "Equals": "Success"}, "Handler": "handler.ok"},
+        {"Name": "failed", "Match": {"Pointer": "/version", "Equals": "1.0"}, "Handler": "handler.failed"},
+        {"Name": "other", "Match": {"Pointer": condition, "AnyOf": ["RetriesExhausted", "EventAgeExceeded", "FunctionNotFound", "DeliveryLimitExceeded", "IdempotencyKeyMismatch"]}, "Handler": "handler.failed"},
+    ])
+    lambda_client.put_function_event_invoke_config(FunctionName=source, DestinationConfig={"OnSuccess": {"Destination": target}, "OnFailure": {"Destination": target}})
+    # A later change of the routes that leaves success records unrouted is found by `wisp check`.
+    put_routes(wisp, outcomes, [{"Name": "failed", "Match": {"Pointer": condition, "AnyOf": ["RetriesExhausted"]}, "Handler": "handler.failed"}])
+    status, _, body = signed_request(wisp, "GET", "/wisp/v1/check")
+    report = json.loads(body)
+    problems = [wiring for wiring in report["Wirings"] if wiring.get("Problem") and wiring["Source"].split(":")[-1] in (source, "$LATEST") and outcomes in wiring["Target"]]
+    assert len(problems) == 2, report

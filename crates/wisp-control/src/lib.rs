@@ -26,6 +26,7 @@ pub mod proto_compat;
 pub mod protobuf;
 pub mod provisioned;
 pub mod receipts;
+pub mod route_compat;
 pub mod runtimes;
 pub mod signature;
 pub mod wiring;

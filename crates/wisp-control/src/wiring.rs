@@ -229,24 +229,48 @@ impl ControlPlane {
         produced: &[Produced],
     ) -> Result<Vec<crate::compat::Mismatch>, ApiError> {
         let targets = self
-            .signatures_for(account, &target.name, target.qualifier.clone(), pending)
+            .typed_for(account, &target.name, target.qualifier.clone(), pending)
             .await?;
-        for accepted in targets.iter().flatten() {
-            let Some(accepted) = &accepted.input else {
-                continue;
-            };
-            let message = match accepted {
-                TypeSpec::Protobuf(spec) => Some(CompiledMessage::compile(spec)?.descriptor),
-                TypeSpec::JsonSchema(_) => None,
-            };
-            let schema = match &message {
-                Some(message) => crate::protobuf::accepted_schema(message),
-                None => crate::signature::accepted_schema(accepted)?,
-            };
+        for (signature, routes) in &targets {
             for produced in produced {
-                let mismatches = produced.refused_by(&schema, message.as_ref());
-                if !mismatches.is_empty() {
-                    return Ok(mismatches);
+                // A target with routes takes each document by the route it matches, with that
+                // route's input type (or the version's, for a route without a signature of its own).
+                let inputs: Vec<Option<&TypeSpec>> = if routes.is_empty() {
+                    vec![
+                        signature
+                            .as_ref()
+                            .and_then(|signature| signature.input.as_ref()),
+                    ]
+                } else {
+                    match crate::route_compat::routes_taken(&produced.schema, routes) {
+                        Err(mismatch) => return Ok(vec![mismatch]),
+                        Ok(taken) => taken
+                            .into_iter()
+                            .map(|route| {
+                                routes[route]
+                                    .signature
+                                    .as_ref()
+                                    .or(signature.as_ref())
+                                    .and_then(|signature| signature.input.as_ref())
+                            })
+                            .collect(),
+                    }
+                };
+                for accepted in inputs.into_iter().flatten() {
+                    let message = match accepted {
+                        TypeSpec::Protobuf(spec) => {
+                            Some(CompiledMessage::compile(spec)?.descriptor)
+                        }
+                        TypeSpec::JsonSchema(_) => None,
+                    };
+                    let schema = match &message {
+                        Some(message) => crate::protobuf::accepted_schema(message),
+                        None => crate::signature::accepted_schema(accepted)?,
+                    };
+                    let mismatches = produced.refused_by(&schema, message.as_ref());
+                    if !mismatches.is_empty() {
+                        return Ok(mismatches);
+                    }
                 }
             }
         }
@@ -262,6 +286,18 @@ impl ControlPlane {
         qualifier: Option<Qualifier>,
         pending: Option<PendingAlias<'_>>,
     ) -> Result<Vec<Option<Signature>>, ApiError> {
+        let typed = self.typed_for(account, name, qualifier, pending).await?;
+        Ok(typed.into_iter().map(|(signature, _)| signature).collect())
+    }
+
+    /// [`ControlPlane::signatures_for`], with each version's routes.
+    async fn typed_for(
+        &self,
+        account: &AccountId,
+        name: &str,
+        qualifier: Option<Qualifier>,
+        pending: Option<PendingAlias<'_>>,
+    ) -> Result<Vec<(Option<Signature>, Vec<Route>)>, ApiError> {
         if let (Some(pending), Some(Qualifier::Alias(alias))) = (pending, &qualifier)
             && pending.function == name
             && pending.alias == alias
@@ -270,19 +306,26 @@ impl ControlPlane {
             if let Some(routing) = &pending.config.routing_config {
                 versions.extend(routing.additional_version_weights.keys().cloned());
             }
-            let mut signatures = Vec::new();
+            let mut typed = Vec::new();
             for version in versions {
-                let qualifier = Qualifier::parse(&version)?;
-                signatures.push(self.get_signature(account, name, Some(qualifier)).await?);
+                let qualifier = Some(Qualifier::parse(&version)?);
+                let resolved = self.resolve_by_name(account, name, qualifier).await?;
+                typed.push((
+                    resolved.primary.signature.clone(),
+                    resolved.primary.routes.clone(),
+                ));
             }
-            return Ok(signatures);
+            return Ok(typed);
         }
         let resolved = self.resolve_by_name(account, name, qualifier).await?;
-        let mut signatures = vec![resolved.primary.signature.clone()];
+        let mut typed = vec![(
+            resolved.primary.signature.clone(),
+            resolved.primary.routes.clone(),
+        )];
         if let Some((additional, _)) = &resolved.additional {
-            signatures.push(additional.signature.clone());
+            typed.push((additional.signature.clone(), additional.routes.clone()));
         }
-        Ok(signatures)
+        Ok(typed)
     }
 
     async fn check_wiring_with(
