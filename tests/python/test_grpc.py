@@ -18,7 +18,7 @@ import pytest
 from google.protobuf import descriptor_pool, message_factory
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
-from support import PYTHON_RUNTIME, ROLE, expect_error, invoke, python_zip, signed_request, unique_name, wait_until_ready
+from support import PYTHON_RUNTIME, ROLE, expect_error, invoke, python_zip, signed_request, unique_name, wait_until_ready, zip_files
 
 PROTO = """
 syntax = "proto3";
@@ -471,3 +471,118 @@ def test_a_protobuf_typed_source_is_checked_against_its_destination(wisp, lambda
     assert "/responsePayload/total" in message and "expected integer" in message and "string" in message, message
     lenient = destination({"type": ["integer", "string", "null"]})
     lambda_client.put_function_event_invoke_config(FunctionName=source, DestinationConfig={"OnSuccess": {"Destination": lenient}})
+
+
+ROUTED_PROTO = """
+syntax = "proto3";
+package %s;
+
+message PlaceRequest { string customer_id = 1; int32 quantity = 2; }
+message PlaceReply { int64 total = 1; string handler = 2; }
+message CancelRequest { string order_id = 1; }
+message CancelReply { bool cancelled = 1; string order_id = 2; string handler = 3; }
+
+service Orders {
+  rpc Place(PlaceRequest) returns (PlaceReply);
+  rpc Cancel(CancelRequest) returns (CancelReply);
+  rpc Watch(CancelRequest) returns (stream CancelReply);
+}
+"""
+
+# One function, one module, a handler per method; its own handler is never called here.
+ROUTED_APP = """
+import json
+
+def place(event, context):
+    return {"total": str(event["quantity"] * 3), "handler": "place"}
+
+def cancel(event, context):
+    return {"cancelled": True, "orderId": event["orderId"], "handler": "cancel"}
+
+def watch(event, context):
+    # A server-streaming method's result: one message per line.
+    lines = [json.dumps({"orderId": "%s-%d" % (event["orderId"], i), "handler": "watch"}) for i in range(3)]
+    return ("\\n".join(lines) + "\\n").encode()
+
+def handler(event, context):
+    raise RuntimeError("the function's own handler is not routed to")
+"""
+
+
+def routed_signature(package, proto, request, reply):
+    files = {"routed/orders.proto": proto}
+    return {
+        "Input": {"Protobuf": {"Files": files, "Message": "%s.%s" % (package, request)}},
+        "Output": {"Protobuf": {"Files": files, "Message": "%s.%s" % (package, reply)}},
+    }
+
+
+@pytest.fixture(scope="module")
+def routed(wisp, lambda_client, tmp_path_factory):
+    """A function whose routes serve Orders/Place, Orders/Cancel and Orders/Watch (server-streaming), with stubs for its service."""
+    from grpc_tools import protoc
+
+    package = "routed%s" % uuid.uuid4().hex[:6]
+    proto = ROUTED_PROTO % package
+    name = unique_name("routed-orders")
+    lambda_client.create_function(
+        FunctionName=name, Runtime=PYTHON_RUNTIME, Role=ROLE, Handler="app.handler", Timeout=5, Code={"ZipFile": zip_files({"app.py": ROUTED_APP})}
+    )
+    wait_until_ready(lambda_client, name)
+    routes = [
+        {"Name": "place", "Match": {"GrpcMethod": package + ".Orders/Place"}, "Handler": "app.place", "Signature": routed_signature(package, proto, "PlaceRequest", "PlaceReply")},
+        {"Name": "cancel", "Match": {"GrpcMethod": package + ".Orders/Cancel"}, "Handler": "app.cancel", "Signature": routed_signature(package, proto, "CancelRequest", "CancelReply")},
+        {"Name": "watch", "Match": {"GrpcMethod": package + ".Orders/Watch"}, "Handler": "app.watch", "Signature": routed_signature(package, proto, "CancelRequest", "CancelReply")},
+    ]
+    status, _, body = signed_request(wisp, "PUT", "/wisp/v1/functions/%s/routes" % name, json.dumps({"Routes": routes}).encode())
+    assert status == 200, body
+
+    directory = tmp_path_factory.mktemp("routed-stubs")
+    (directory / "routed_orders.proto").write_text(proto)
+    assert protoc.main(["protoc", "-I%s" % directory, "--python_out=%s" % directory, "--grpc_python_out=%s" % directory, str(directory / "routed_orders.proto")]) == 0
+    sys.path.insert(0, str(directory))
+    try:
+        yield name, package, importlib.import_module("routed_orders_pb2"), importlib.import_module("routed_orders_pb2_grpc")
+    finally:
+        sys.path.remove(str(directory))
+
+
+def test_routes_bound_to_grpc_methods_call_their_handlers(wisp, channel, routed):
+    _, _, routed_pb2, routed_pb2_grpc = routed
+    stub = routed_pb2_grpc.OrdersStub(channel)
+    placed = stub.Place(routed_pb2.PlaceRequest(customer_id="c-1", quantity=4), metadata=credentials(wisp), timeout=60)
+    assert (placed.total, placed.handler) == (12, "place")
+    cancelled = stub.Cancel(routed_pb2.CancelRequest(order_id="o-7"), metadata=credentials(wisp), timeout=60)
+    assert (cancelled.cancelled, cancelled.order_id, cancelled.handler) == (True, "o-7", "cancel")
+
+
+def test_a_route_can_bind_a_server_streaming_method(wisp, channel, routed):
+    _, _, routed_pb2, routed_pb2_grpc = routed
+    replies = routed_pb2_grpc.OrdersStub(channel).Watch(routed_pb2.CancelRequest(order_id="o-8"), metadata=credentials(wisp), timeout=60)
+    assert [(reply.order_id, reply.handler) for reply in replies] == [("o-8-0", "watch"), ("o-8-1", "watch"), ("o-8-2", "watch")]
+
+
+def test_reflection_lists_a_service_served_by_routes(wisp, channel, routed):
+    _, package, _, _ = routed
+    database = ProtoReflectionDescriptorDatabase(grpc.intercept_channel(channel, Credentials(credentials(wisp))))
+    assert package + ".Orders" in database.get_services()
+    service = descriptor_pool.DescriptorPool(database).FindServiceByName(package + ".Orders")
+    assert sorted(method.name for method in service.methods) == ["Cancel", "Place", "Watch"]
+    cancel = service.FindMethodByName("Cancel")
+    assert cancel.input_type.full_name == package + ".CancelRequest"
+
+
+def test_a_rest_invoke_takes_no_grpc_method_route(lambda_client, routed):
+    name, _, _, _ = routed
+    error = expect_error("NoMatchingRouteException", 400, invoke, lambda_client, name, {"orderId": "o-7"})
+    assert "Orders/Cancel" in str(error)
+
+
+def test_a_route_whose_messages_are_not_the_methods_is_refused(wisp, routed):
+    name, package, _, _ = routed
+    proto = ROUTED_PROTO % package
+    wrong = [{"Name": "cancel", "Match": {"GrpcMethod": package + ".Orders/Cancel"}, "Handler": "app.cancel", "Signature": routed_signature(package, proto, "PlaceRequest", "PlaceReply")}]
+    status, headers, body = signed_request(wisp, "PUT", "/wisp/v1/functions/%s/routes" % name, json.dumps({"Routes": wrong}).encode())
+    assert status == 400, body
+    assert headers["x-amzn-errortype"] == "InvalidParameterValueException"
+    assert "takes %s.CancelRequest" % package in json.loads(body)["message"], body

@@ -2,7 +2,8 @@
 //! from REST by its `content-type: application/grpc` (`docs/GRPC.md`).
 //!
 //! A unary call of `/package.Service/Method` invokes the function whose signature names that method
-//! (`GrpcMethod`): the binary request is decoded with the function's input message, turned into
+//! (`GrpcMethod`), or one of whose routes is bound to it (a `GrpcMethod` rule, which the call then
+//! takes): the binary request is decoded with that signature's input message, turned into
 //! protobuf's JSON mapping, and invoked through `Engine::invoke` like any sync call (concurrency,
 //! validation, idempotency, records); the JSON result is encoded with the output message. A
 //! server-streaming method is invoked through `Engine::invoke_streaming` and its result, one JSON
@@ -341,7 +342,7 @@ async fn unary(
             Status::new(
                 Code::Unimplemented,
                 format!(
-                    "no function serves the gRPC method {method} in this account; hint: set GrpcMethod in a function's signature (docs/GRPC.md)"
+                    "no function serves the gRPC method {method} in this account; hint: set GrpcMethod in a function's signature, or a route's Match (docs/GRPC.md)"
                 ),
             )
         })?;
@@ -367,23 +368,7 @@ async fn unary(
                 .await?
         }
     };
-    let signature = resolved
-        .typed_of(&resolved.primary)
-        .and_then(|typed| typed.signature.as_ref());
-    let (Some(input), Some(output)) = (
-        signature.and_then(|signature| signature.message(Side::Input)),
-        signature.and_then(|signature| signature.message(Side::Output)),
-    ) else {
-        return Err(Status::new(
-            Code::FailedPrecondition,
-            format!(
-                "{} has no protobuf input and output messages, so it cannot be called over gRPC",
-                resolved.invoked_arn
-            ),
-        ));
-    };
-    let streams = signature.is_some_and(|signature| signature.streams_output());
-    let (input, output) = (input.clone(), output.clone());
+    let (input, output, streams) = messages_for(&resolved, method)?;
     let idempotency_key = request
         .headers()
         .get("idempotency-key")
@@ -409,6 +394,7 @@ async fn unary(
         client_context: None,
         idempotency_key,
         skip_hooks: false,
+        grpc_method: Some(method.to_string()),
     };
     if streams {
         return server_streaming(state, invoke, output).await;
@@ -641,6 +627,35 @@ impl Splitter {
     }
 }
 
+/// The input and output messages a call of `method` is decoded and encoded with, and whether the
+/// method streams its responses: those of the route bound to the method, else those of the
+/// version's own signature.
+fn messages_for(
+    resolved: &Resolved,
+    method: &str,
+) -> Result<(protobuf::CompiledMessage, protobuf::CompiledMessage, bool), Status> {
+    let signature = resolved
+        .typed_of(&resolved.primary)
+        .and_then(|typed| typed.signature_for_method(method));
+    match (
+        signature.and_then(|signature| signature.message(Side::Input)),
+        signature.and_then(|signature| signature.message(Side::Output)),
+    ) {
+        (Some(input), Some(output)) => Ok((
+            input.clone(),
+            output.clone(),
+            signature.is_some_and(|signature| signature.streams_output()),
+        )),
+        _ => Err(Status::new(
+            Code::FailedPrecondition,
+            format!(
+                "{} has no protobuf input and output messages for {method}, so it cannot be called over gRPC",
+                resolved.invoked_arn
+            ),
+        )),
+    }
+}
+
 /// Server reflection: a bidirectional stream, one answer per request as each arrives.
 fn reflect(state: Arc<ApiState>, account: AccountId, mut body: Body) -> Response {
     let (sender, receiver) = tokio::sync::mpsc::channel::<Frame<Bytes>>(8);
@@ -705,17 +720,18 @@ fn reflect(state: Arc<ApiState>, account: AccountId, mut body: Body) -> Response
     streamed(frames, HeaderMap::new())
 }
 
-/// The services and `.proto` files of every gRPC-bound function of the account.
+/// The services and `.proto` files of every gRPC method the account's functions (or their routes) bind.
 async fn build_catalog(state: &ApiState, account: &AccountId) -> Result<Catalog, Status> {
     let bindings = state.control.grpc_bindings(account).await?;
     let mut services = Vec::new();
     let mut pools = Vec::new();
-    for (_, resolved) in bindings {
-        let Some(method) = resolved
-            .typed_of(&resolved.primary)
-            .and_then(|typed| typed.signature.as_ref())
-            .and_then(|signature| signature.grpc_method())
-        else {
+    for (bound, resolved) in bindings {
+        let Some(method) = resolved.typed_of(&resolved.primary).and_then(|typed| {
+            typed
+                .grpc_methods()
+                .into_iter()
+                .find(|method| wisp_control::grpc::grpc_name(method) == bound)
+        }) else {
             continue;
         };
         let service = method.parent_service().full_name().to_string();

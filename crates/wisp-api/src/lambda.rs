@@ -605,6 +605,7 @@ async fn invoke(
         client_context,
         idempotency_key: header("idempotency-key").map(str::to_string),
         skip_hooks: false,
+        grpc_method: None,
     };
     if invocation_type == InvocationType::Event {
         // Answered only once the event is durable; it runs later, from its function's queue.

@@ -57,6 +57,7 @@ pub(crate) async fn invoke_with_response_stream(
         // Streamed responses are not stored, so a streaming call is never an idempotent replay.
         idempotency_key: None,
         skip_hooks: false,
+        grpc_method: None,
     };
     let started = state.engine.invoke_streaming(request).await?;
     let status = if invocation_type == InvocationType::DryRun {

@@ -1,9 +1,11 @@
 //! Which function serves which gRPC method: the index `grpc/{account}/{package.Service/Method}` →
-//! function name, written when a signature with a `GrpcMethod` is set (`docs/GRPC.md`).
+//! function name, written when a signature with a `GrpcMethod`, or routes with `GrpcMethod` rules,
+//! are set (`docs/GRPC.md`). A function serves its signature's method and one method per such route.
 //!
-//! The index is a hint: the gateway trusts an entry only when the function's current signature still
-//! names the method ([`ControlPlane::grpc_bound`]), so a deleted function or a changed signature
-//! never serves a stale method, and nothing has to clean the index up on delete.
+//! The index is a hint: the gateway trusts an entry only when the function's current signature or
+//! one of its `$LATEST` routes still binds the method ([`ControlPlane::grpc_bound`]), so a deleted
+//! function or a changed signature never serves a stale method, and nothing has to clean the index up
+//! on delete.
 
 use std::sync::Arc;
 
@@ -20,8 +22,8 @@ fn store_error(error: impl std::fmt::Display) -> ApiError {
 }
 
 impl ControlPlane {
-    /// The `$LATEST` resolution of `name` when its signature still names `method` (no store read when
-    /// the resolution is cached).
+    /// The `$LATEST` resolution of `name` when its signature, or one of its routes, still binds
+    /// `method` (no store read when the resolution is cached).
     pub async fn grpc_bound(
         &self,
         account: &AccountId,
@@ -41,9 +43,7 @@ impl ControlPlane {
         };
         let serves = resolved
             .typed_of(&resolved.primary)
-            .and_then(|typed| typed.signature.as_ref())
-            .and_then(|signature| signature.grpc_method())
-            .is_some_and(|bound| grpc_name(bound) == method);
+            .is_some_and(|typed| typed.serves(method));
         Ok(serves.then_some(resolved))
     }
 
@@ -65,21 +65,22 @@ impl ControlPlane {
         let holder = String::from_utf8_lossy(&entry.value).into_owned();
         if holder != name && self.grpc_bound(account, &holder, method).await?.is_some() {
             return Err(ApiError::conflict(format!(
-                "the gRPC method {method} is already served by function {holder}; hint: remove its GrpcMethod first (wisp signature {holder} --remove)"
+                "the gRPC method {method} is already served by function {holder}; hint: unbind it there first (its signature's GrpcMethod, or a route's GrpcMethod rule: wisp routes {holder})"
             )));
         }
         Ok(())
     }
 
-    /// Points the index at `name` for its new method and drops its old one.
-    pub(crate) async fn index_grpc_method(
+    /// Points the index at `name` for the methods it binds now (`after`) and drops those it bound
+    /// before and no longer does.
+    pub(crate) async fn index_grpc_methods(
         &self,
         account: &AccountId,
         name: &str,
-        before: Option<&str>,
-        after: Option<&str>,
+        before: &[String],
+        after: &[String],
     ) -> Result<(), ApiError> {
-        if let Some(old) = before.filter(|old| Some(*old) != after) {
+        for old in before.iter().filter(|old| !after.contains(old)) {
             let key = grpc_key(account, old);
             if let Some(entry) = self.kv.get(&key).await.map_err(store_error)?
                 && entry.value == name.as_bytes()
@@ -88,7 +89,7 @@ impl ControlPlane {
                 let _ = self.kv.compare_and_delete(&key, entry.revision).await;
             }
         }
-        if let Some(method) = after {
+        for method in after {
             self.kv
                 .put(&grpc_key(account, method), name.as_bytes().to_vec(), None)
                 .await
@@ -112,7 +113,7 @@ impl ControlPlane {
             .map(|entry| String::from_utf8_lossy(&entry.value).into_owned()))
     }
 
-    /// Every function of the account that serves a gRPC method, with its method.
+    /// Every gRPC method of the account that a function serves, with that function's resolution.
     pub async fn grpc_bindings(
         &self,
         account: &AccountId,

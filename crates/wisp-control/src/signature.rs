@@ -302,38 +302,45 @@ pub struct Typed {
 
 impl Typed {
     fn compile(version: &StoredVersion) -> Result<Option<Typed>, ApiError> {
-        if version.signature.is_none() && version.routes.is_empty() {
+        Typed::compile_parts(version.signature.as_ref(), &version.routes)
+    }
+
+    fn compile_parts(
+        signature: Option<&Signature>,
+        routes: &[Route],
+    ) -> Result<Option<Typed>, ApiError> {
+        if signature.is_none() && routes.is_empty() {
             return Ok(None);
         }
-        let signature = version
-            .signature
-            .as_ref()
-            .map(CompiledSignature::compile)
-            .transpose()?;
-        let routes = version
-            .routes
+        let signature = signature.map(CompiledSignature::compile).transpose()?;
+        let routes = routes
             .iter()
             .map(|route| {
                 Ok(CompiledRoute {
                     name: route.name.clone(),
                     rule: route.rule.clone(),
                     handler: route.handler.clone(),
-                    signature: route
-                        .signature
-                        .as_ref()
-                        .map(CompiledSignature::compile)
-                        .transpose()?,
+                    signature: compile_route_signature(route)?,
                 })
             })
             .collect::<Result<Vec<_>, ApiError>>()?;
         Ok(Some(Typed { signature, routes }))
     }
 
-    /// The first route an event matches: `Ok(None)` when the version has no routes, an error that
-    /// lists them when it has some and none matches.
-    pub fn route(&self, event: &serde_json::Value) -> Result<Option<&CompiledRoute>, ApiError> {
+    /// The route a call takes: the route bound to the gRPC method it arrived by (`grpc_method`, set
+    /// only by the gRPC gateway), else the first route its event matches. `Ok(None)` when the version
+    /// has no routes, an error that lists them when it has some and none applies. A method is bound by
+    /// at most one route, so the order of routes only matters among the other rules.
+    pub fn route(
+        &self,
+        event: &serde_json::Value,
+        grpc_method: Option<&str>,
+    ) -> Result<Option<&CompiledRoute>, ApiError> {
         if self.routes.is_empty() {
             return Ok(None);
+        }
+        if let Some(route) = grpc_method.and_then(|method| self.grpc_route(method)) {
+            return Ok(Some(route));
         }
         if let Some(route) = self.routes.iter().find(|route| route.rule.matches(event)) {
             return Ok(Some(route));
@@ -357,6 +364,43 @@ impl Typed {
                 listed.join("; ")
             ),
         ))
+    }
+
+    /// The route whose rule is the gRPC method `method` (`package.Service/Method`), if any.
+    pub fn grpc_route(&self, method: &str) -> Option<&CompiledRoute> {
+        self.routes.iter().find(|route| route.rule.binds(method))
+    }
+
+    /// Whether a gRPC call of `method` is served by this version: its own signature or one of its
+    /// routes binds the method.
+    pub fn serves(&self, method: &str) -> bool {
+        self.grpc_route(method).is_some()
+            || self
+                .signature
+                .as_ref()
+                .and_then(CompiledSignature::grpc_method)
+                .is_some_and(|bound| crate::grpc::grpc_name(bound) == method)
+    }
+
+    /// The signature a gRPC call of `method` is decoded and encoded with: that of the route bound to
+    /// the method, else the version's own (a call by a qualifier may reach a version that does not
+    /// bind the method; it is then decoded with the version's messages, as for a function-level method).
+    pub fn signature_for_method(&self, method: &str) -> Option<&CompiledSignature> {
+        self.signature_for(self.grpc_route(method))
+    }
+
+    /// Every gRPC method this version binds, its signature's and its routes'.
+    pub fn grpc_methods(&self) -> Vec<&prost_reflect::MethodDescriptor> {
+        let routed = self
+            .routes
+            .iter()
+            .filter_map(|route| route.signature.as_ref()?.grpc_method());
+        self.signature
+            .as_ref()
+            .and_then(CompiledSignature::grpc_method)
+            .into_iter()
+            .chain(routed)
+            .collect()
     }
 
     /// The signature an event taking `route` is checked against: the route's, else the version's.
@@ -426,6 +470,8 @@ impl ControlPlane {
         }
         let signature = (!signature.is_empty()).then_some(signature);
         let mut before = None;
+        let mut methods_before = Vec::new();
+        let mut methods_after = Vec::new();
         let config = self
             .modify_function(account, name, |function| {
                 crate::check_revision(
@@ -433,24 +479,28 @@ impl ControlPlane {
                     revision_id.as_deref(),
                     "function",
                 )?;
+                if let Some(method) = signature.as_ref().and_then(|s| s.grpc_method.as_deref())
+                    && let Some(route) = function
+                        .latest
+                        .routes
+                        .iter()
+                        .find(|route| route.rule.binds(method))
+                {
+                    return Err(ApiError::conflict(format!(
+                        "the gRPC method {method} is already bound by the function's route {:?}; a method is bound once",
+                        route.name
+                    )));
+                }
+                methods_before = bound_methods(&function.latest);
                 before = function.latest.signature.clone();
                 function.latest.signature = signature.clone();
+                methods_after = bound_methods(&function.latest);
                 crate::touch(&mut function.latest.config);
                 Ok(function.latest.config.clone())
             })
             .await?;
-        let method_of = |signature: &Option<Signature>| {
-            signature
-                .as_ref()
-                .and_then(|signature| signature.grpc_method.clone())
-        };
-        self.index_grpc_method(
-            account,
-            name,
-            method_of(&before).as_deref(),
-            method_of(&signature).as_deref(),
-        )
-        .await?;
+        self.index_grpc_methods(account, name, &methods_before, &methods_after)
+            .await?;
         self.announce(
             account,
             lifecycle::EventType::SignatureChanged,
@@ -487,7 +537,15 @@ impl ControlPlane {
         revision_id: Option<String>,
     ) -> Result<Vec<Route>, ApiError> {
         validate_routes(&routes)?;
+        for method in routes
+            .iter()
+            .filter_map(|route| route.rule.grpc_method.as_deref())
+        {
+            self.check_grpc_method_free(account, name, method).await?;
+        }
         let mut before = Vec::new();
+        let mut methods_before = Vec::new();
+        let mut methods_after = Vec::new();
         let config = self
             .modify_function(account, name, |function| {
                 crate::check_revision(
@@ -495,11 +553,28 @@ impl ControlPlane {
                     revision_id.as_deref(),
                     "function",
                 )?;
+                let own_method = function
+                    .latest
+                    .signature
+                    .as_ref()
+                    .and_then(|signature| signature.grpc_method.as_deref());
+                if let Some(method) = own_method
+                    && let Some(route) = routes.iter().find(|route| route.rule.binds(method))
+                {
+                    return Err(ApiError::conflict(format!(
+                        "route {:?}: the gRPC method {method} is already bound by the function's own signature; a method is bound once (remove GrpcMethod from the signature, or drop the route)",
+                        route.name
+                    )));
+                }
+                methods_before = bound_methods(&function.latest);
                 before = function.latest.routes.clone();
                 function.latest.routes = routes.clone();
+                methods_after = bound_methods(&function.latest);
                 crate::touch(&mut function.latest.config);
                 Ok(function.latest.config.clone())
             })
+            .await?;
+        self.index_grpc_methods(account, name, &methods_before, &methods_after)
             .await?;
         self.announce(
             account,
@@ -535,6 +610,38 @@ impl ControlPlane {
     }
 }
 
+/// The gRPC methods a version binds: its signature's `GrpcMethod` and its routes' `GrpcMethod` rules.
+pub(crate) fn bound_methods(version: &StoredVersion) -> Vec<String> {
+    let own = version
+        .signature
+        .as_ref()
+        .and_then(|signature| signature.grpc_method.clone());
+    let routed = version
+        .routes
+        .iter()
+        .filter_map(|route| route.rule.grpc_method.clone());
+    own.into_iter().chain(routed).collect()
+}
+
+/// A route's signature, compiled; a route whose rule is a gRPC method is compiled as if its signature
+/// named that method, so the method is checked against its messages like a function's `GrpcMethod`.
+fn compile_route_signature(route: &Route) -> Result<Option<CompiledSignature>, ApiError> {
+    match (&route.signature, &route.rule.grpc_method) {
+        (None, None) => Ok(None),
+        (None, Some(method)) => Err(ApiError::invalid(format!(
+            "GrpcMethod {method:?} needs the route's own Signature with protobuf Input and Output messages"
+        ))),
+        (Some(signature), None) => CompiledSignature::compile(signature).map(Some),
+        (Some(signature), Some(method)) => {
+            let bound = Signature {
+                grpc_method: Some(method.clone()),
+                ..signature.clone()
+            };
+            CompiledSignature::compile(&bound).map(Some)
+        }
+    }
+}
+
 /// Most routes a function may declare.
 pub const MAX_ROUTES: usize = 64;
 
@@ -546,6 +653,7 @@ fn validate_routes(routes: &[Route]) -> Result<(), ApiError> {
         )));
     }
     let mut names = std::collections::BTreeSet::new();
+    let mut methods = std::collections::BTreeSet::new();
     for route in routes {
         let name = &route.name;
         if name.is_empty()
@@ -570,7 +678,14 @@ fn validate_routes(routes: &[Route]) -> Result<(), ApiError> {
             .is_some_and(|signature| signature.grpc_method.is_some())
         {
             return Err(ApiError::invalid(format!(
-                "route {name:?}: a route's signature cannot name a GrpcMethod; bind the method in the function's own signature"
+                "route {name:?}: a route's signature cannot name a GrpcMethod; bind the method with the route's Match instead ({{\"GrpcMethod\": \"package.Service/Method\"}})"
+            )));
+        }
+        if let Some(method) = &route.rule.grpc_method
+            && !methods.insert(method.as_str())
+        {
+            return Err(ApiError::invalid(format!(
+                "route {name:?}: the gRPC method {method} is bound by another route too; a method is bound by one route"
             )));
         }
         if route.handler.trim().is_empty() || route.handler.len() > 128 {
@@ -578,10 +693,209 @@ fn validate_routes(routes: &[Route]) -> Result<(), ApiError> {
                 "route {name:?}: Handler must be 1 to 128 characters"
             )));
         }
-        if let Some(signature) = &route.signature {
-            CompiledSignature::compile(signature)
-                .map_err(|error| ApiError::invalid(format!("route {name:?}: {}", error.message)))?;
-        }
+        // A route's method is checked as a signature's is: unary or server-streaming, never
+        // client-streaming.
+        compile_route_signature(route)
+            .map_err(|error| ApiError::invalid(format!("route {name:?}: {}", error.message)))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const ORDERS: &str = r#"
+        syntax = "proto3";
+        package orders.v1;
+        message PlaceRequest { string customer_id = 1; }
+        message PlaceReply { int64 total = 1; }
+        message CancelRequest { string order_id = 1; }
+        message CancelReply { bool cancelled = 1; }
+        service Orders {
+          rpc Place(PlaceRequest) returns (PlaceReply);
+          rpc Cancel(CancelRequest) returns (CancelReply);
+          rpc Watch(CancelRequest) returns (stream CancelReply);
+          rpc Upload(stream CancelRequest) returns (CancelReply);
+        }
+    "#;
+
+    fn message(name: &str) -> TypeSpec {
+        TypeSpec::Protobuf(ProtobufType {
+            files: [("orders/v1/orders.proto".to_string(), ORDERS.to_string())].into(),
+            message: name.to_string(),
+            encoding: ProtobufEncoding::Json,
+        })
+    }
+
+    fn route(name: &str, rule: serde_json::Value, types: Option<(&str, &str)>) -> Route {
+        Route {
+            name: name.to_string(),
+            rule: serde_json::from_value(rule).expect("a rule"),
+            handler: format!("app.{name}"),
+            signature: types.map(|(input, output)| Signature {
+                input: Some(message(input)),
+                output: Some(message(output)),
+                grpc_method: None,
+            }),
+        }
+    }
+
+    fn place() -> Route {
+        route(
+            "place",
+            json!({"GrpcMethod": "orders.v1.Orders/Place"}),
+            Some(("orders.v1.PlaceRequest", "orders.v1.PlaceReply")),
+        )
+    }
+
+    fn cancel() -> Route {
+        route(
+            "cancel",
+            json!({"GrpcMethod": "orders.v1.Orders/Cancel"}),
+            Some(("orders.v1.CancelRequest", "orders.v1.CancelReply")),
+        )
+    }
+
+    fn typed(routes: Vec<Route>) -> Typed {
+        validate_routes(&routes).expect("valid routes");
+        Typed::compile_parts(None, &routes)
+            .expect("compiles")
+            .expect("has routes")
+    }
+
+    #[test]
+    fn a_grpc_method_rule_takes_the_call_that_arrived_by_that_method() {
+        let by_action = route(
+            "by-action",
+            json!({"Pointer": "/action", "Equals": "place"}),
+            None,
+        );
+        let typed = typed(vec![by_action, place(), cancel()]);
+        let event = json!({"action": "place", "orderId": "o1"});
+        let name = |method| {
+            typed
+                .route(&event, method)
+                .expect("a route")
+                .map(|route| route.name.as_str())
+        };
+        assert_eq!(
+            name(Some("orders.v1.Orders/Cancel")),
+            Some("cancel"),
+            "the method's route wins over an earlier rule that matches the event"
+        );
+        assert_eq!(name(Some("orders.v1.Orders/Place")), Some("place"));
+        assert_eq!(
+            name(None),
+            Some("by-action"),
+            "a call without a method never takes a GrpcMethod route"
+        );
+        assert_eq!(
+            name(Some("orders.v1.Other/Place")),
+            Some("by-action"),
+            "a method no route binds falls back to the other rules"
+        );
+        let refused = typed
+            .route(&json!({"orderId": "o1"}), None)
+            .expect_err("no route for a REST call");
+        assert_eq!(refused.code, ErrorCode::NoMatchingRoute);
+        assert!(refused.message.contains("orders.v1.Orders/Cancel"));
+    }
+
+    #[test]
+    fn a_route_bound_to_a_method_is_decoded_with_its_own_messages() {
+        let typed = typed(vec![place(), cancel()]);
+        assert!(typed.serves("orders.v1.Orders/Cancel") && typed.serves("orders.v1.Orders/Place"));
+        assert!(!typed.serves("orders.v1.Orders/Watch"));
+        let watch = route(
+            "watch",
+            json!({"GrpcMethod": "orders.v1.Orders/Watch"}),
+            Some(("orders.v1.CancelRequest", "orders.v1.CancelReply")),
+        );
+        let streaming = Typed::compile_parts(None, &[watch])
+            .expect("a server-streaming method can be bound by a route")
+            .expect("has routes");
+        let signature = streaming.signature_for_method("orders.v1.Orders/Watch");
+        assert!(signature.is_some_and(CompiledSignature::streams_output));
+        let signature = typed
+            .signature_for_method("orders.v1.Orders/Cancel")
+            .expect("the route's signature");
+        let input = signature.message(Side::Input).expect("a message");
+        assert_eq!(input.descriptor.full_name(), "orders.v1.CancelRequest");
+        let mut methods: Vec<String> = typed
+            .grpc_methods()
+            .into_iter()
+            .map(crate::grpc::grpc_name)
+            .collect();
+        methods.sort();
+        assert_eq!(
+            methods,
+            ["orders.v1.Orders/Cancel", "orders.v1.Orders/Place"]
+        );
+    }
+
+    #[test]
+    fn grpc_method_routes_are_checked_against_their_messages() {
+        for (routes, words) in [
+            (
+                vec![route(
+                    "r",
+                    json!({"GrpcMethod": "orders.v1.Orders/Place"}),
+                    None,
+                )],
+                "needs the route's own Signature",
+            ),
+            (
+                vec![route(
+                    "r",
+                    json!({"GrpcMethod": "orders.v1.Orders/Place"}),
+                    Some(("orders.v1.CancelRequest", "orders.v1.CancelReply")),
+                )],
+                "takes orders.v1.PlaceRequest",
+            ),
+            (
+                vec![route(
+                    "r",
+                    json!({"GrpcMethod": "orders.v1.Orders/Refund"}),
+                    Some(("orders.v1.PlaceRequest", "orders.v1.PlaceReply")),
+                )],
+                "is not declared",
+            ),
+            (
+                vec![route(
+                    "r",
+                    json!({"GrpcMethod": "orders.v1.Orders/Upload"}),
+                    Some(("orders.v1.CancelRequest", "orders.v1.CancelReply")),
+                )],
+                "stream of requests",
+            ),
+            (
+                vec![place(), {
+                    let mut again = place();
+                    again.name = "again".to_string();
+                    again
+                }],
+                "bound by another route",
+            ),
+            (
+                vec![Route {
+                    signature: Some(Signature {
+                        grpc_method: Some("orders.v1.Orders/Place".to_string()),
+                        ..place().signature.unwrap()
+                    }),
+                    ..route("r", json!({"Pointer": "/a", "Equals": 1}), None)
+                }],
+                "cannot name a GrpcMethod",
+            ),
+        ] {
+            let error = validate_routes(&routes).expect_err(words);
+            assert!(
+                error.message.contains(words) && error.message.contains("route \""),
+                "{words}: {}",
+                error.message
+            );
+        }
+    }
 }

@@ -486,3 +486,133 @@ async fn code_and_layers_together_must_fit_the_unzipped_limit() {
         .unwrap_err();
     assert_eq!(error.code, ErrorCode::InvalidParameterValue);
 }
+
+const ORDERS_PROTO: &str = r#"
+    syntax = "proto3";
+    package orders.v1;
+    message PlaceRequest { string customer_id = 1; }
+    message PlaceReply { int64 total = 1; }
+    message CancelRequest { string order_id = 1; }
+    message CancelReply { bool cancelled = 1; }
+    service Orders {
+      rpc Place(PlaceRequest) returns (PlaceReply);
+      rpc Cancel(CancelRequest) returns (CancelReply);
+    }
+"#;
+
+fn orders_message(name: &str) -> TypeSpec {
+    TypeSpec::Protobuf(ProtobufType {
+        files: [(
+            "orders/v1/orders.proto".to_string(),
+            ORDERS_PROTO.to_string(),
+        )]
+        .into(),
+        message: format!("orders.v1.{name}"),
+        encoding: ProtobufEncoding::Json,
+    })
+}
+
+fn grpc_route(name: &str, method: &str, input: &str, output: &str) -> Route {
+    serde_json::from_value(serde_json::json!({
+        "Name": name,
+        "Match": {"GrpcMethod": format!("orders.v1.Orders/{method}")},
+        "Handler": format!("app.{name}"),
+        "Signature": {"Input": orders_message(input), "Output": orders_message(output)},
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn routes_bind_grpc_methods_and_the_index_follows_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = control_plane(dir.path()).await;
+    for name in ["orders", "placer"] {
+        control
+            .create_function(&account(), provided(name, b"#!/bin/sh\n"))
+            .await
+            .unwrap();
+    }
+    let (place, cancel) = ("orders.v1.Orders/Place", "orders.v1.Orders/Cancel");
+    let both = vec![
+        grpc_route("place", "Place", "PlaceRequest", "PlaceReply"),
+        grpc_route("cancel", "Cancel", "CancelRequest", "CancelReply"),
+    ];
+    control
+        .put_routes(&account(), "orders", both.clone(), None)
+        .await
+        .unwrap();
+    for method in [place, cancel] {
+        assert_eq!(
+            control.grpc_index(&account(), method).await.unwrap(),
+            Some("orders".to_string())
+        );
+        assert!(
+            control
+                .grpc_bound(&account(), "orders", method)
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+    assert_eq!(control.grpc_bindings(&account()).await.unwrap().len(), 2);
+
+    // Another function cannot take a method a route serves, by its signature or by a route.
+    let signature = Signature {
+        input: Some(orders_message("PlaceRequest")),
+        output: Some(orders_message("PlaceReply")),
+        grpc_method: Some(place.to_string()),
+    };
+    let taken = control
+        .put_signature(&account(), "placer", signature.clone(), None)
+        .await
+        .unwrap_err();
+    assert_eq!(taken.code, ErrorCode::ResourceConflict);
+    assert!(
+        taken.message.contains("function orders"),
+        "{}",
+        taken.message
+    );
+    let taken = control
+        .put_routes(&account(), "placer", both[..1].to_vec(), None)
+        .await
+        .unwrap_err();
+    assert_eq!(taken.code, ErrorCode::ResourceConflict);
+
+    // Nor can the function bind one method twice, by its signature and a route.
+    let twice = control
+        .put_signature(&account(), "orders", signature.clone(), None)
+        .await
+        .unwrap_err();
+    assert_eq!(twice.code, ErrorCode::ResourceConflict);
+    assert!(
+        twice.message.contains("route \"place\""),
+        "{}",
+        twice.message
+    );
+
+    // Dropping a route frees its method, which another function may then take.
+    control
+        .put_routes(&account(), "orders", both[1..].to_vec(), None)
+        .await
+        .unwrap();
+    assert_eq!(control.grpc_index(&account(), place).await.unwrap(), None);
+    assert!(
+        control
+            .grpc_bound(&account(), "orders", place)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    control
+        .put_signature(&account(), "placer", signature, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        control.grpc_index(&account(), place).await.unwrap(),
+        Some("placer".to_string())
+    );
+    assert_eq!(
+        control.grpc_index(&account(), cancel).await.unwrap(),
+        Some("orders".to_string())
+    );
+}

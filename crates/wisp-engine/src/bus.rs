@@ -152,6 +152,7 @@ impl Engine {
                 idempotency_key: None,
                 // A delivered event is an ordinary event: the target's own hooks run.
                 skip_hooks: false,
+                grpc_method: None,
             };
             let error = match self.enqueue(request).await {
                 Ok(_) => return Ok(()),
@@ -409,6 +410,7 @@ impl HookInvoker for EngineHookInvoker {
                 idempotency_key: None,
                 // The platform asks the hook directly: no invocation hook may rewrite its verdict.
                 skip_hooks: true,
+                grpc_method: None,
             })
             .await?;
         Ok(HookAnswer {

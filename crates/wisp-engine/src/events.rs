@@ -650,6 +650,7 @@ impl Engine {
                     &resolved,
                     &version,
                     Some(instance),
+                    crate::signature::route_of(&resolved, &version, &event.payload),
                     event.header.request_id.clone(),
                     event.payload.clone(),
                     event.header.client_context.clone(),

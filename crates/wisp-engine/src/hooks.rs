@@ -74,6 +74,7 @@ impl Engine {
             client_context: None,
             idempotency_key: None,
             skip_hooks: true,
+            grpc_method: None,
         };
         let failed = |why: String| {
             ApiError::internal(format!(
@@ -182,6 +183,7 @@ impl Engine {
             client_context: None,
             idempotency_key: None,
             skip_hooks: true,
+            grpc_method: None,
         };
         let Some(engine) = self.me.upgrade() else {
             return;

@@ -82,6 +82,9 @@ pub struct InvokeRequest {
     pub idempotency_key: Option<String>,
     /// Set on calls made by hooks (and hook events): they run no hooks of their own.
     pub skip_hooks: bool,
+    /// The gRPC method (`package.Service/Method`) the call arrived by, set only by the gRPC gateway:
+    /// it selects the route bound to that method. Events ignore it.
+    pub grpc_method: Option<String>,
 }
 
 pub struct InvokeResponse {
@@ -310,18 +313,18 @@ impl Engine {
             MAX_SYNC_PAYLOAD_BYTES,
         )
         .await?;
-        self.check_input(
+        let route = self.check_input(
             &resolved,
             &version,
             &request.payload,
             &request_id,
             "RequestResponse",
+            request.grpc_method.as_deref(),
         )?;
+        let fingerprint = signature::fingerprint(&request.payload, route.as_ref());
         // A pure function's result for this input may be cached: then no instance is touched.
         if resolved.memoization.is_some()
-            && let Some(entry) = self
-                .memo_lookup(&resolved, &version, &request.payload)
-                .await
+            && let Some(entry) = self.memo_lookup(&resolved, &version, &fingerprint).await
         {
             return Ok(self.memoized(&resolved, request_id, entry));
         }
@@ -332,14 +335,7 @@ impl Engine {
         {
             let timeout = Duration::from_secs(version.config.timeout as u64);
             match self
-                .claim_key(
-                    &resolved,
-                    config,
-                    &key,
-                    &request.payload,
-                    &request_id,
-                    timeout,
-                )
+                .claim_key(&resolved, config, &key, &fingerprint, &request_id, timeout)
                 .await?
             {
                 idempotency::Claim::Replay(stored) => {
@@ -367,6 +363,7 @@ impl Engine {
                 &resolved,
                 &version,
                 None,
+                signature::TakenRoute::for_runtime(route),
                 request_id.clone(),
                 request.payload,
                 request.client_context,
@@ -408,7 +405,7 @@ impl Engine {
                 &resolved,
                 config,
                 &version,
-                &memo_input,
+                &fingerprint,
                 &request_id,
                 &payload,
             ));
@@ -525,13 +522,15 @@ impl Engine {
 
     /// Runs one invocation (the caller holds its concurrency slot) on `instance` — an instance of
     /// `version` the caller already has, with whether it was started for this invocation — or else on a
-    /// warm or new one; then returns the instance to its pool, or stops it if it failed.
+    /// warm or new one; then returns the instance to its pool, or stops it if it failed. `route` is
+    /// the (route name, handler) the caller chose for the call, if the version has routes.
     #[allow(clippy::too_many_arguments)]
     async fn execute(
         &self,
         resolved: &Resolved,
         version: &Arc<StoredVersion>,
         instance: Option<(Arc<Instance>, bool)>,
+        route: Option<(String, String)>,
         request_id: String,
         payload: Bytes,
         client_context: Option<String>,
@@ -541,6 +540,7 @@ impl Engine {
             resolved,
             version,
             instance,
+            route,
             request_id,
             payload,
             client_context,
@@ -558,6 +558,7 @@ impl Engine {
         resolved: &Resolved,
         version: &Arc<StoredVersion>,
         instance: Option<(Arc<Instance>, bool)>,
+        route: Option<(String, String)>,
         request_id: String,
         payload: Bytes,
         client_context: Option<String>,
@@ -571,7 +572,6 @@ impl Engine {
         } else {
             payload
         };
-        let route = signature::route_of(resolved, version, &payload);
         let route_name = route.as_ref().map(|(name, _)| name.clone());
         let pool = self.pool(&resolved.account, &resolved.function_name, version);
         let (payload, content_type) =

@@ -13,6 +13,9 @@
 //! - A protobuf side with `Encoding: Binary` is exchanged with the runtime in binary: the event is
 //!   encoded just before it is handed over, the result decoded just after, so callers, records,
 //!   caches and destinations only ever see JSON.
+//! - The route of a sync or streaming call is chosen once, with its input check, and handed to
+//!   `execute`: the route bound to the gRPC method the call arrived by, else the first whose rule
+//!   matches the event. A queued event has no method; its route is chosen from the event when it runs.
 
 use std::sync::Arc;
 
@@ -29,7 +32,9 @@ pub const OUTPUT_VIOLATION: &str = "Wisp.OutputSchemaViolation";
 
 impl Engine {
     /// Refuses (and records) an input that matches none of `version`'s routes or breaks the input type
-    /// of the route it takes (or of the version).
+    /// of the route it takes (or of the version). Returns the route taken, to run the call with:
+    /// `grpc_method` is the method a call arrived by through the gRPC gateway, which selects the
+    /// route bound to it before any other rule is tried.
     pub(crate) fn check_input(
         &self,
         resolved: &Resolved,
@@ -37,15 +42,16 @@ impl Engine {
         payload: &[u8],
         request_id: &str,
         invocation_type: &str,
-    ) -> Result<(), ApiError> {
+        grpc_method: Option<&str>,
+    ) -> Result<Option<TakenRoute>, ApiError> {
         let Some(typed) = resolved.typed_of(version) else {
-            return Ok(());
+            return Ok(None);
         };
         // The payload is known to be JSON (checked before), or empty.
         let Ok(event) = parse_event(payload) else {
-            return Ok(());
+            return Ok(None);
         };
-        let route = match typed.route(&event) {
+        let route = match typed.route(&event, grpc_method) {
             Ok(route) => route,
             Err(error) => {
                 let document = error_document(error.code.aws_name(), &error.message, None);
@@ -60,12 +66,17 @@ impl Engine {
                 return Err(error.with_request_id(request_id));
             }
         };
+        let taken = route.map(|route| TakenRoute {
+            name: route.name.clone(),
+            handler: route.handler.clone(),
+            by_grpc_method: grpc_method.is_some_and(|method| route.rule.binds(method)),
+        });
         let Some(signature) = typed.signature_for(route) else {
-            return Ok(());
+            return Ok(taken);
         };
         let violations = signature.violations_of(Side::Input, &event);
         if violations.is_empty() {
-            return Ok(());
+            return Ok(taken);
         }
         let error = ApiError::new(
             ErrorCode::InputSchemaViolation,
@@ -118,9 +129,17 @@ impl Engine {
             payload,
             request_id,
             invocation_type,
+            None,
         )?;
         if let Some((additional, _)) = &resolved.additional {
-            self.check_input(resolved, additional, payload, request_id, invocation_type)?;
+            self.check_input(
+                resolved,
+                additional,
+                payload,
+                request_id,
+                invocation_type,
+                None,
+            )?;
         }
         Ok(())
     }
@@ -134,9 +153,41 @@ fn error_document(error_type: &str, message: &str, violations: Option<&[Violatio
     Bytes::from(document.to_string())
 }
 
-/// The route an event of `version` takes, as (route name, handler), for the runtime. An event that
-/// matches no route never gets this far (it is refused by [`Engine::check_input`]), except one queued
-/// before the routes changed: it goes to the function's own handler.
+/// The route a call takes, as [`Engine::check_input`] chose it.
+#[derive(Debug, Clone)]
+pub(crate) struct TakenRoute {
+    pub name: String,
+    pub handler: String,
+    /// Chosen by the gRPC method the call arrived by rather than by its event: the same event may
+    /// take another route by another method, so cached and idempotent results are kept apart.
+    pub by_grpc_method: bool,
+}
+
+impl TakenRoute {
+    /// (route name, handler), as the runtime is told.
+    pub(crate) fn for_runtime(route: Option<TakenRoute>) -> Option<(String, String)> {
+        route.map(|route| (route.name, route.handler))
+    }
+}
+
+/// What identifies a call's input for memoization and idempotency: the payload, and the route when
+/// the gRPC method chose it (the payload alone cannot tell two methods' calls apart).
+pub(crate) fn fingerprint(payload: &Bytes, route: Option<&TakenRoute>) -> Bytes {
+    match route {
+        Some(route) if route.by_grpc_method => {
+            let mut bytes = payload.to_vec();
+            bytes.extend_from_slice(b"\0route:");
+            bytes.extend_from_slice(route.name.as_bytes());
+            Bytes::from(bytes)
+        }
+        _ => payload.clone(),
+    }
+}
+
+/// The route a queued event of `version` takes, as (route name, handler), for the runtime. Events
+/// never arrive by a gRPC method, so only rules on the event apply. An event that matches no route
+/// never gets this far (it is refused when enqueued), except one queued before the routes changed: it
+/// goes to the function's own handler.
 pub(crate) fn route_of(
     resolved: &Resolved,
     version: &Arc<StoredVersion>,
@@ -147,7 +198,7 @@ pub(crate) fn route_of(
         return None;
     }
     let event = parse_event(payload).ok()?;
-    let route = typed.route(&event).ok()??;
+    let route = typed.route(&event, None).ok()??;
     Some((route.name.clone(), route.handler.clone()))
 }
 
@@ -252,3 +303,30 @@ fn binary_sequence_to_json(message: &CompiledMessage, payload: Bytes) -> Result<
 
 const JSON: &str = "application/json";
 const PROTOBUF: &str = "application/x-protobuf";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn taken(name: &str, by_grpc_method: bool) -> TakenRoute {
+        TakenRoute {
+            name: name.to_string(),
+            handler: format!("app.{name}"),
+            by_grpc_method,
+        }
+    }
+
+    #[test]
+    fn calls_routed_by_their_grpc_method_are_told_apart_by_the_route() {
+        let payload = Bytes::from_static(b"{\"orderId\":\"o1\"}");
+        assert_eq!(fingerprint(&payload, None), payload);
+        assert_eq!(
+            fingerprint(&payload, Some(&taken("place", false))),
+            payload,
+            "a route chosen by the event follows from the payload"
+        );
+        let place = fingerprint(&payload, Some(&taken("place", true)));
+        let cancel = fingerprint(&payload, Some(&taken("cancel", true)));
+        assert!(place != payload && cancel != payload && place != cancel);
+    }
+}

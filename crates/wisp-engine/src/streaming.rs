@@ -104,12 +104,13 @@ impl Engine {
             MAX_SYNC_PAYLOAD_BYTES,
         )
         .await?;
-        self.check_input(
+        let route = self.check_input(
             &resolved,
             &version,
             &request.payload,
             &request_id,
             "RequestResponse",
+            request.grpc_method.as_deref(),
         )?;
         let slot = self.acquire_slot(
             &resolved.account,
@@ -129,6 +130,7 @@ impl Engine {
                     &resolved,
                     &version,
                     None,
+                    crate::signature::TakenRoute::for_runtime(route),
                     task_request_id,
                     request.payload,
                     request.client_context,

@@ -3,7 +3,8 @@
 //! A signature belongs to `$LATEST` and is copied into each published version, where it never changes.
 //! Each side is optional; a side that is absent is not checked. A type is a JSON Schema document
 //! (draft 2020-12) or a protobuf message with the `.proto` files that declare it; a function with
-//! protobuf types may also name the gRPC method it serves.
+//! protobuf types may also name the gRPC method it serves, and a route may be bound to one gRPC method
+//! (its rule is then the method a call arrives by, not anything in the event).
 
 use std::collections::BTreeMap;
 
@@ -109,9 +110,11 @@ pub struct Route {
 }
 
 /// What a route matches. Exactly one form:
-/// `{"Pointer": "/action", "Equals": "create"}`, `{"Pointer": "/action", "AnyOf": ["a", "b"]}`, or
+/// `{"Pointer": "/action", "Equals": "create"}`, `{"Pointer": "/action", "AnyOf": ["a", "b"]}`,
 /// `{"HttpMethod": "POST", "HttpPath": "/orders/{id}"}` (API Gateway and function URL events; either part
-/// may be left out, `{name}` matches one path segment and a final `{name+}` the rest).
+/// may be left out, `{name}` matches one path segment and a final `{name+}` the rest), or
+/// `{"GrpcMethod": "orders.Orders/Cancel"}` (calls that arrive through the gRPC gateway by that method;
+/// no event matches it by its content).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct RouteMatch {
@@ -125,6 +128,8 @@ pub struct RouteMatch {
     pub http_method: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_method: Option<String>,
 }
 
 impl RouteMatch {
@@ -134,9 +139,20 @@ impl RouteMatch {
         let by_http = self.http_method.is_some() || self.http_path.is_some();
         let invalid = |what: &str| {
             Err(crate::ApiError::invalid(format!(
-                "route {route:?}: {what}; a Match is {{\"Pointer\": \"/field\", \"Equals\": value}}, {{\"Pointer\": \"/field\", \"AnyOf\": [values]}} or {{\"HttpMethod\": \"POST\", \"HttpPath\": \"/path/{{id}}\"}}"
+                "route {route:?}: {what}; a Match is {{\"Pointer\": \"/field\", \"Equals\": value}}, {{\"Pointer\": \"/field\", \"AnyOf\": [values]}}, {{\"HttpMethod\": \"POST\", \"HttpPath\": \"/path/{{id}}\"}} or {{\"GrpcMethod\": \"package.Service/Method\"}}"
             )))
         };
+        if let Some(method) = &self.grpc_method {
+            if by_value || by_http {
+                return invalid("Match mixes GrpcMethod with another rule");
+            }
+            if !is_grpc_method_name(method) {
+                return invalid(&format!(
+                    "GrpcMethod {method:?} is not of the form package.Service/Method"
+                ));
+            }
+            return Ok(());
+        }
         match (by_value, by_http) {
             (true, true) => invalid("Match mixes a value rule with an HTTP rule"),
             (false, false) => invalid("Match is empty"),
@@ -166,8 +182,18 @@ impl RouteMatch {
         }
     }
 
+    /// Whether a call that arrived through the gRPC gateway by `method` (`package.Service/Method`)
+    /// is bound to this rule.
+    pub fn binds(&self, method: &str) -> bool {
+        self.grpc_method.as_deref() == Some(method)
+    }
+
     /// Whether an event matches.
+    /// A `GrpcMethod` rule matches no event: only the method a call arrived by selects it ([`RouteMatch::binds`]).
     pub fn matches(&self, event: &serde_json::Value) -> bool {
+        if self.grpc_method.is_some() {
+            return false;
+        }
         if let Some(pointer) = &self.pointer {
             let Some(found) = event.pointer(pointer) else {
                 return false;
@@ -197,6 +223,22 @@ impl RouteMatch {
             None => method.is_some(),
         }
     }
+}
+
+/// `package.Service/Method`: a dotted name of protobuf identifiers with a package (at least two
+/// parts), a slash, and one identifier.
+pub fn is_grpc_method_name(name: &str) -> bool {
+    let is_identifier = |part: &str| {
+        part.chars()
+            .next()
+            .is_some_and(|first| first.is_ascii_alphabetic() || first == '_')
+            && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    let Some((service, method)) = name.split_once('/') else {
+        return false;
+    };
+    let parts: Vec<&str> = service.split('.').collect();
+    parts.len() >= 2 && parts.iter().all(|part| is_identifier(part)) && is_identifier(method)
 }
 
 /// `/orders/{id}` matches `/orders/7`; a final `{rest+}` matches one or more remaining segments.
@@ -285,6 +327,42 @@ mod tests {
             (json!({"Pointer": "/a", "AnyOf": []}), "AnyOf is empty"),
             (json!({"Equals": 1}), "needs a Pointer"),
             (json!({"HttpPath": "orders"}), "must start with /"),
+            (
+                json!({"GrpcMethod": "orders.Orders/Cancel", "HttpMethod": "POST"}),
+                "mixes GrpcMethod",
+            ),
+            (
+                json!({"GrpcMethod": "orders.Orders/Cancel", "Pointer": "/a", "Equals": 1}),
+                "mixes GrpcMethod",
+            ),
+            (
+                json!({"GrpcMethod": "Orders/Cancel"}),
+                "package.Service/Method",
+            ),
+            (
+                json!({"GrpcMethod": "orders.Orders"}),
+                "package.Service/Method",
+            ),
+            (
+                json!({"GrpcMethod": "orders.Orders/"}),
+                "package.Service/Method",
+            ),
+            (
+                json!({"GrpcMethod": "orders.Orders/Can/cel"}),
+                "package.Service/Method",
+            ),
+            (
+                json!({"GrpcMethod": "orders..Orders/Cancel"}),
+                "package.Service/Method",
+            ),
+            (
+                json!({"GrpcMethod": "/orders.Orders/Cancel"}),
+                "package.Service/Method",
+            ),
+            (
+                json!({"GrpcMethod": "orders.1Orders/Cancel"}),
+                "package.Service/Method",
+            ),
         ] {
             let error = rule(value.clone()).validate("r1").expect_err("refused");
             assert!(
@@ -293,5 +371,27 @@ mod tests {
                 error.message
             );
         }
+    }
+
+    #[test]
+    fn grpc_method_rules_are_selected_by_the_method_not_by_the_event() {
+        let cancel = rule(json!({"GrpcMethod": "orders.v1.Orders/Cancel"}));
+        cancel.validate("cancel").expect("a valid rule");
+        assert!(cancel.binds("orders.v1.Orders/Cancel"));
+        assert!(!cancel.binds("orders.v1.Orders/Place"));
+        for event in [
+            json!({}),
+            json!({"GrpcMethod": "orders.v1.Orders/Cancel"}),
+            json!({"rawPath": "/orders.v1.Orders/Cancel", "requestContext": {"http": {"method": "POST"}}}),
+        ] {
+            assert!(!cancel.matches(&event), "{event}");
+        }
+        let by_value = rule(json!({"Pointer": "/action", "Equals": "cancel"}));
+        assert!(!by_value.binds("orders.v1.Orders/Cancel"));
+        assert_eq!(
+            serde_json::to_value(&cancel).unwrap(),
+            json!({"GrpcMethod": "orders.v1.Orders/Cancel"}),
+            "only the form that is set is written"
+        );
     }
 }
