@@ -67,10 +67,14 @@ pub fn routes_taken(produced: &Value, routes: &[Route]) -> Result<Vec<usize>, Mi
         return Ok(taken);
     }
     // Some document may match no route: name the first place left open.
-    let (pointer, possible) = open
-        .iter()
-        .next()
-        .expect("a target with routes and no HTTP rule has a value rule");
+    let Some((pointer, possible)) = open.iter().next() else {
+        return Err(Mismatch {
+            path: String::new(),
+            expected: "a document one of the target's routes takes".to_string(),
+            found: "a wired document, which no route takes (they match gRPC methods only)"
+                .to_string(),
+        });
+    };
     let expected: Vec<String> = routes
         .iter()
         .filter(|route| route.rule.pointer.as_ref() == Some(pointer))
@@ -250,11 +254,15 @@ mod tests {
     }
 
     #[test]
-    fn http_rules_are_given_the_benefit_of_the_doubt() {
+    fn http_rules_are_given_the_benefit_of_the_doubt_and_grpc_rules_never_match() {
         let mixed = routes(json!([
             {"Pointer": "/action", "Equals": "create"},
+            {"GrpcMethod": "shop.v1.Orders/Place"},
             {"HttpMethod": "GET", "HttpPath": "/orders/{id}"},
         ]));
-        assert_eq!(routes_taken(&json!({}), &mixed).unwrap(), vec![0, 1]);
+        assert_eq!(routes_taken(&json!({}), &mixed).unwrap(), vec![0, 2]);
+        let grpc_only = routes(json!([{"GrpcMethod": "shop.v1.Orders/Place"}]));
+        let mismatch = routes_taken(&json!({}), &grpc_only).unwrap_err();
+        assert!(mismatch.found.contains("gRPC methods only"), "{mismatch}");
     }
 }
