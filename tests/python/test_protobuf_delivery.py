@@ -336,3 +336,24 @@ def test_the_manifest_asks_for_binary_protobuf(wisp, lambda_client, channel, tmp
     request = query("cli", 3)
     assert read_item(unary(channel, wisp, "/%s.Feed/Echo" % package, request)) == (3, "bytes:%d:cli" % len(request))
     lambda_client.delete_function(FunctionName=name)
+
+
+def test_a_python_handler_may_return_its_messages_as_a_list(wisp, typed, lambda_client, channel):
+    source = (
+        "def handler(event, context):\n"
+        "    items = [{'index': i, 'text': event['topic']} for i in range(event['count'])]\n"
+        "    return items + ([{'colour': 'red'}] if event['topic'] == 'bad' else [])\n"
+    )
+    name = typed(source, "feed.v1.Feed/Latest")
+    received, error = server_stream(channel, wisp, "/feed.v1.Feed/Latest", query("list", 3))
+    assert error is None, error
+    assert [message for _, message in received] == [(0, "list"), (1, "list"), (2, "list")]
+    _, document = invoke(lambda_client, name, {"topic": "list", "count": 1})
+    assert document == [{"index": 0, "text": "list"}]
+    # Each element is checked like a line: the good ones go out, then the call ends.
+    received, error = server_stream(channel, wisp, "/feed.v1.Feed/Latest", query("bad", 2))
+    assert [message for _, message in received] == [(0, "bad"), (1, "bad")]
+    assert error.code() == grpc.StatusCode.INTERNAL and "message 2" in error.details()
+    _, document = invoke(lambda_client, name, {"topic": "bad", "count": 2})
+    assert document["errorType"] == "Wisp.OutputSchemaViolation"
+    assert document["violations"][0]["Pointer"] == "/2/colour"

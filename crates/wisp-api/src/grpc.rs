@@ -572,12 +572,9 @@ impl Splitter {
             let mut failure = None;
             while let Some(end) = self.buffer.iter().position(|byte| *byte == b'\n') {
                 let line: Vec<u8> = self.buffer.drain(..=end).collect();
-                match self.line(&line) {
-                    Ok(message) => messages.extend(message),
-                    Err(status) => {
-                        failure = Some(status);
-                        break;
-                    }
+                if let Err(status) = self.line(&line, &mut messages) {
+                    failure = Some(status);
+                    break;
                 }
             }
             failure
@@ -595,23 +592,28 @@ impl Splitter {
             let reason = format!("{} bytes after the last whole message", rest.len());
             return (Vec::new(), Some(self.not_a_message(reason)));
         }
-        match self.line(&rest) {
-            Ok(message) => (message.into_iter().collect(), None),
-            Err(status) => (Vec::new(), Some(status)),
-        }
+        let mut messages = Vec::new();
+        let failure = self.line(&rest, &mut messages).err();
+        (messages, failure)
     }
 
-    /// The binary form of one line of JSON; `None` for a blank line.
-    fn line(&mut self, line: &[u8]) -> Result<Option<Vec<u8>>, Status> {
+    /// Adds the binary forms of the messages of one line of JSON (the line, or the elements of an
+    /// array) to `messages`, up to the first that is not an output message.
+    fn line(&mut self, line: &[u8], messages: &mut Vec<Vec<u8>>) -> Result<(), Status> {
         if line.trim_ascii().is_empty() {
-            return Ok(None);
+            return Ok(());
         }
-        let message = self
-            .message
-            .from_json(line)
+        let items = protobuf::line_messages(line)
             .map_err(|violation| self.not_a_message(violation.to_string()))?;
-        self.taken += 1;
-        Ok(Some(protobuf::to_binary(&message)))
+        for item in items {
+            let message = self
+                .message
+                .from_json(&item)
+                .map_err(|violation| self.not_a_message(violation.to_string()))?;
+            self.taken += 1;
+            messages.push(protobuf::to_binary(&message));
+        }
+        Ok(())
     }
 
     fn not_a_message(&self, reason: String) -> Status {
@@ -817,6 +819,22 @@ mod tests {
         let failure = failure.expect("the second line is not an Item");
         assert_eq!(failure.code, Code::Internal);
         assert!(failure.message.contains("message 1"), "{}", failure.message);
+    }
+
+    #[test]
+    fn a_json_array_is_a_sequence_of_messages() {
+        let mut splitter = Splitter::new(item(ProtobufEncoding::Json));
+        assert!(
+            splitter
+                .push(b"[{\"index\": 1}, {\"index\": 2},")
+                .0
+                .is_empty()
+        );
+        let (messages, failure) = splitter.push(b" {\"index\": \"x\"}]");
+        assert!(messages.is_empty() && failure.is_none());
+        let (messages, failure) = splitter.finish();
+        assert_eq!(messages, vec![vec![8, 1], vec![8, 2]]);
+        assert!(failure.unwrap().message.contains("message 2"));
     }
 
     #[test]

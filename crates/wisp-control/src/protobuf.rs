@@ -303,6 +303,24 @@ pub fn json_lines(document: &[u8]) -> impl Iterator<Item = &[u8]> {
         .filter(|line| !line.trim_ascii().is_empty())
 }
 
+/// The messages of one line of a server-streaming function's JSON result: the line itself, or each
+/// element when the line is a JSON array (a buffered handler may return its messages as a list).
+pub fn line_messages(line: &[u8]) -> Result<Vec<Vec<u8>>, Violation> {
+    if !line.trim_ascii_start().starts_with(b"[") {
+        return Ok(vec![line.to_vec()]);
+    }
+    let items: Vec<serde_json::Value> =
+        serde_json::from_slice(line).map_err(|error| Violation {
+            pointer: String::new(),
+            rule: String::new(),
+            message: format!("not a JSON array of messages: {error}"),
+        })?;
+    Ok(items
+        .iter()
+        .map(|item| item.to_string().into_bytes())
+        .collect())
+}
+
 /// Takes one length-delimited message (a varint length, then the bytes, as protobuf's
 /// `writeDelimitedTo` writes them) from the front of `buffer`: `Ok(None)` until a whole one is there.
 pub fn take_delimited(
@@ -493,6 +511,16 @@ mod tests {
         assert!(take_delimited(&mut buffer).unwrap().is_none());
         let mut broken = prost::bytes::Bytes::from(vec![0xff; 11]);
         assert!(take_delimited(&mut broken).is_err());
+    }
+
+    #[test]
+    fn an_array_line_holds_one_message_per_element() {
+        assert_eq!(
+            line_messages(br#"[{"a": 1}, {}]"#).unwrap(),
+            vec![br#"{"a":1}"#.to_vec(), b"{}".to_vec()]
+        );
+        assert_eq!(line_messages(b"{}").unwrap(), vec![b"{}".to_vec()]);
+        assert!(line_messages(b"[1,").is_err());
     }
 
     #[test]

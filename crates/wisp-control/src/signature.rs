@@ -134,21 +134,35 @@ impl CompiledSignature {
     }
 
     /// The violations of a result that is a sequence of output messages, one JSON document per line
-    /// ([`CompiledSignature::streams_output`]); each names the message's index in its pointer.
+    /// or a JSON array of them ([`CompiledSignature::streams_output`]); each names the message's
+    /// index in its pointer.
     pub fn sequence_violations(&self, document: &[u8]) -> Vec<Violation> {
         let Some(Checker::Message(message)) = &self.output else {
             return Vec::new();
         };
-        crate::protobuf::json_lines(document)
-            .enumerate()
-            .filter_map(|(index, line)| {
-                message.from_json(line).err().map(|mut violation| {
+        let mut violations = Vec::new();
+        let mut index = 0;
+        for line in crate::protobuf::json_lines(document) {
+            let items = match crate::protobuf::line_messages(line) {
+                Ok(items) => items,
+                Err(mut violation) => {
+                    violation.pointer = format!("/{index}");
+                    violations.push(violation);
+                    continue;
+                }
+            };
+            for item in items {
+                if let Err(mut violation) = message.from_json(&item) {
                     violation.pointer = format!("/{index}{}", violation.pointer);
-                    violation
-                })
-            })
-            .take(MAX_VIOLATIONS + 1)
-            .collect()
+                    violations.push(violation);
+                }
+                index += 1;
+            }
+            if violations.len() > MAX_VIOLATIONS {
+                break;
+            }
+        }
+        violations
     }
 
     /// [`CompiledSignature::violations`] of a parsed document.
