@@ -169,3 +169,22 @@ def test_a_destination_whose_records_may_match_none_of_its_routes_is_refused(wis
     report = json.loads(body)
     problems = [wiring for wiring in report["Wirings"] if wiring.get("Problem") and wiring["Source"].split(":")[-1] in (source, "$LATEST") and outcomes in wiring["Target"]]
     assert len(problems) == 2, report
+
+
+def test_a_routed_source_sends_its_destinations_what_each_route_takes(wisp, lambda_client):
+    # The destination needs `requestPayload.item` to be a string; the source's `create` route requires it,
+    # its `remove` route takes anything, so the source may send records without it.
+    wants_item = shop(lambda_client, wisp)
+    schema = {"type": "object", "required": ["requestPayload"], "properties": {"requestPayload": {"type": "object", "required": ["item"], "properties": {"item": {"type": "string"}}}}}
+    status, _, body = signed_request(wisp, "PUT", "/wisp/v1/functions/%s/signature" % wants_item, json.dumps({"Input": {"JsonSchema": schema}}).encode())
+    assert status == 200, body
+    target = lambda_client.get_function(FunctionName=wants_item)["Configuration"]["FunctionArn"]
+    source = shop(lambda_client, wisp)
+    put_routes(wisp, source, ROUTES[:2])
+    error = expect_error(
+        "InvalidParameterValueException", 400, lambda_client.put_function_event_invoke_config, FunctionName=source, DestinationConfig={"OnSuccess": {"Destination": target}}
+    )
+    assert "/requestPayload" in error["Error"]["Message"], error
+    typed_remove = dict(ROUTES[1], Signature=ROUTES[0]["Signature"])
+    put_routes(wisp, source, [ROUTES[0], typed_remove])
+    lambda_client.put_function_event_invoke_config(FunctionName=source, DestinationConfig={"OnSuccess": {"Destination": target}})

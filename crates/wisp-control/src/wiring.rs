@@ -277,8 +277,10 @@ impl ControlPlane {
         Ok(Vec::new())
     }
 
-    /// The signatures of every version a qualifier may run (both versions of a weighted alias), as
-    /// they are, or as `pending` would make them.
+    /// The signatures a source's events may run under, for what it sends on: each version a qualifier
+    /// may run (both versions of a weighted alias), as they are or as `pending` would make them, and
+    /// for a version with routes each route an event may take (its own signature, or the version's;
+    /// routes bound to a gRPC method take no events).
     pub(crate) async fn signatures_for(
         &self,
         account: &AccountId,
@@ -287,7 +289,23 @@ impl ControlPlane {
         pending: Option<PendingAlias<'_>>,
     ) -> Result<Vec<Option<Signature>>, ApiError> {
         let typed = self.typed_for(account, name, qualifier, pending).await?;
-        Ok(typed.into_iter().map(|(signature, _)| signature).collect())
+        let mut signatures = Vec::new();
+        for (signature, routes) in typed {
+            let by_event: Vec<&Route> = routes
+                .iter()
+                .filter(|route| route.rule.grpc_method.is_none())
+                .collect();
+            if by_event.is_empty() {
+                signatures.push(signature);
+                continue;
+            }
+            signatures.extend(
+                by_event
+                    .into_iter()
+                    .map(|route| route.signature.clone().or_else(|| signature.clone())),
+            );
+        }
+        Ok(signatures)
     }
 
     /// [`ControlPlane::signatures_for`], with each version's routes.
