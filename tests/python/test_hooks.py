@@ -148,3 +148,22 @@ def test_wisp_check_reports_a_hook_that_was_deleted(server_factory):
     client.delete_function(FunctionName=audit)
     broken = server.wisp_cli("check", check=False)
     assert broken.returncode == 1 and "Post-invocation hook" in broken.stdout and "does not exist" in broken.stdout, broken.stdout
+
+
+def test_a_post_hook_receives_cached_answers_too(wisp, lambda_client):
+    target = make(lambda_client, TARGET, "cached")
+    audit = make(lambda_client, AUDIT, "audit")
+    status, _, body = signed_request(wisp, "PUT", "/wisp/v1/functions/%s/memoization" % target, json.dumps({"TtlSeconds": 300}).encode())
+    assert status == 200, body
+    put_hooks(wisp, target, {"Post": audit})
+    invoke(lambda_client, target, {"user": "ann"})
+    # The cache is written in the background: call until an answer comes from it.
+    deadline = time.time() + 20
+    while True:
+        response, document = invoke(lambda_client, target, {"user": "ann"})
+        if "x-wisp-memoized" in response["ResponseMetadata"]["HTTPHeaders"]:
+            break
+        assert time.time() < deadline, "the answer was never cached"
+        time.sleep(0.2)
+    assert document == {"got": {"user": "ann"}}
+    logs_until(wisp, audit, "AUDIT Success %s" % response["ResponseMetadata"]["RequestId"])

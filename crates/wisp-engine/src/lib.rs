@@ -326,7 +326,9 @@ impl Engine {
         if resolved.memoization.is_some()
             && let Some(entry) = self.memo_lookup(&resolved, &version, &fingerprint).await
         {
-            return Ok(self.memoized(&resolved, request_id, entry));
+            let response = self.memoized(&resolved, request_id, entry);
+            self.post_hook_answered(&resolved, &request, &response);
+            return Ok(response);
         }
         // An idempotent call runs only if it claims its key; a duplicate waits for, or replays, the outcome.
         let mut idempotent = None;
@@ -339,7 +341,10 @@ impl Engine {
                 .await?
             {
                 idempotency::Claim::Replay(stored) => {
-                    return Ok(self.replay(&resolved, request_id, key, stored, "RequestResponse"));
+                    let response =
+                        self.replay(&resolved, request_id, key, stored, "RequestResponse");
+                    self.post_hook_answered(&resolved, &request, &response);
+                    return Ok(response);
                 }
                 idempotency::Claim::Run(held) => idempotent = Some((key, held)),
             }
@@ -439,6 +444,25 @@ impl Engine {
             replay_of: None,
             memoized: false,
         })
+    }
+
+    /// The post-invocation hook of a call answered without a run (from the cache, or a replay): it is
+    /// a sync call with a record like any other.
+    fn post_hook_answered(
+        &self,
+        resolved: &Resolved,
+        request: &InvokeRequest,
+        response: &InvokeResponse,
+    ) {
+        self.post_hook(
+            resolved,
+            request.skip_hooks,
+            &response.request_id,
+            &response.executed_version,
+            &request.payload,
+            &response.payload,
+            response.function_error.is_some(),
+        );
     }
 
     /// Answers a pure function's call from its cache, and records it (no run, no duration).
