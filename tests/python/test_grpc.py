@@ -586,3 +586,14 @@ def test_a_route_whose_messages_are_not_the_methods_is_refused(wisp, routed):
     assert status == 400, body
     assert headers["x-amzn-errortype"] == "InvalidParameterValueException"
     assert "takes %s.CancelRequest" % package in json.loads(body)["message"], body
+
+
+def test_compressed_requests_are_accepted(wisp, orders, stubs):
+    shop_pb2, shop_pb2_grpc = stubs
+    # Large enough that the client compresses it (grpcio leaves tiny messages alone).
+    request = shop_pb2.PlaceRequest(customer_id="zip" * 400, lines=[shop_pb2.Line(sku="a" * 100, quantity=4)] * 20)
+    for compression in (grpc.Compression.Gzip, grpc.Compression.Deflate):
+        with grpc.insecure_channel(target(wisp), compression=compression) as compressing:
+            stub = shop_pb2_grpc.OrdersStub(compressing)
+            reply = stub.Place(request, metadata=credentials(wisp), timeout=60, compression=compression)
+            assert (reply.total, reply.customer) == (240, "zip" * 400)

@@ -83,6 +83,10 @@ impl Status {
         let mut response = Response::new(Body::empty());
         let headers = response.headers_mut();
         headers.insert("content-type", HeaderValue::from_static("application/grpc"));
+        headers.insert(
+            "grpc-accept-encoding",
+            HeaderValue::from_static(ACCEPTED_ENCODINGS),
+        );
         put_status(headers, self.code, &self.message);
         if let Some(value) = self
             .request_id
@@ -257,21 +261,20 @@ async fn authenticate(state: &ApiState, headers: &HeaderMap) -> Result<AccountId
         .map_err(|error| Status::new(Code::Unauthenticated, error.message))
 }
 
-/// The body of a unary call: exactly one uncompressed message.
-async fn read_message(body: Body) -> Result<Bytes, Status> {
+/// The message encodings a request may be compressed with (`grpc-encoding`), besides `identity`.
+const ACCEPTED_ENCODINGS: &str = "gzip, deflate";
+
+/// The body of a unary call: exactly one message, decompressed when its flag says it is compressed
+/// with `encoding` (the request's `grpc-encoding`).
+async fn read_message(body: Body, encoding: Option<&str>) -> Result<Bytes, Status> {
     let limit = MAX_SYNC_PAYLOAD_BYTES + 5;
     let bytes = http_body_util::Limited::new(body, limit)
         .collect()
         .await
-        .map_err(|_| {
-            Status::new(
-                Code::ResourceExhausted,
-                format!("the request must be smaller than {MAX_SYNC_PAYLOAD_BYTES} bytes"),
-            )
-        })?
+        .map_err(|_| too_large())?
         .to_bytes();
     let mut rest = bytes;
-    let message = take_message(&mut rest)?
+    let (compressed, message) = take_frame(&mut rest)?
         .ok_or_else(|| Status::new(Code::InvalidArgument, "the request carries no message"))?;
     if !rest.is_empty() {
         return Err(Status::new(
@@ -279,27 +282,87 @@ async fn read_message(body: Body) -> Result<Bytes, Status> {
             "client streaming is not supported: send exactly one message",
         ));
     }
-    Ok(message)
+    if !compressed {
+        return Ok(message);
+    }
+    decompress(&message, encoding.unwrap_or("identity"))
 }
 
-/// Takes one length-prefixed message from the front of `buffer` (`None` until a whole one is there).
-fn take_message(buffer: &mut Bytes) -> Result<Option<Bytes>, Status> {
+fn too_large() -> Status {
+    Status::new(
+        Code::ResourceExhausted,
+        format!("the request must be smaller than {MAX_SYNC_PAYLOAD_BYTES} bytes"),
+    )
+}
+
+/// A compressed message, inflated to at most the invoke payload limit (a small message may not
+/// expand without bound).
+fn decompress(message: &[u8], encoding: &str) -> Result<Bytes, Status> {
+    use std::io::Read as _;
+    let reader: Box<dyn std::io::Read + '_> = match encoding {
+        "gzip" => Box::new(flate2::read::GzDecoder::new(message)),
+        // gRPC's "deflate" is the zlib format.
+        "deflate" => Box::new(flate2::read::ZlibDecoder::new(message)),
+        other => {
+            return Err(Status::new(
+                Code::Unimplemented,
+                format!(
+                    "the message is compressed with {other:?}; this server accepts {ACCEPTED_ENCODINGS}"
+                ),
+            ));
+        }
+    };
+    let mut inflated = Vec::new();
+    reader
+        .take(MAX_SYNC_PAYLOAD_BYTES as u64 + 1)
+        .read_to_end(&mut inflated)
+        .map_err(|error| {
+            Status::new(
+                Code::Internal,
+                format!("the message is not valid {encoding} data: {error}"),
+            )
+        })?;
+    if inflated.len() > MAX_SYNC_PAYLOAD_BYTES {
+        return Err(too_large());
+    }
+    Ok(Bytes::from(inflated))
+}
+
+/// Takes one length-prefixed message, with whether it is compressed, from the front of `buffer`
+/// (`None` until a whole one is there).
+fn take_frame(buffer: &mut Bytes) -> Result<Option<(bool, Bytes)>, Status> {
     if buffer.len() < 5 {
         return Ok(None);
     }
-    if buffer[0] != 0 {
-        return Err(Status::new(
-            Code::Unimplemented,
-            "compressed messages are not supported; send them uncompressed",
-        ));
-    }
+    let compressed = match buffer[0] {
+        0 => false,
+        1 => true,
+        flag => {
+            return Err(Status::new(
+                Code::Internal,
+                format!("{flag} is not a message's compressed flag (0 or 1)"),
+            ));
+        }
+    };
     let length = u32::from_be_bytes([buffer[1], buffer[2], buffer[3], buffer[4]]) as usize;
     if buffer.len() < 5 + length {
         return Ok(None);
     }
     let message = buffer.slice(5..5 + length);
     *buffer = buffer.slice(5 + length..);
-    Ok(Some(message))
+    Ok(Some((compressed, message)))
+}
+
+/// [`take_frame`] for streams that are never compressed (server reflection).
+fn take_message(buffer: &mut Bytes) -> Result<Option<Bytes>, Status> {
+    match take_frame(buffer)? {
+        Some((true, _)) => Err(Status::new(
+            Code::Unimplemented,
+            "compressed reflection requests are not supported; send them uncompressed",
+        )),
+        Some((false, message)) => Ok(Some(message)),
+        None => Ok(None),
+    }
 }
 
 fn length_prefixed(message: &[u8]) -> Bytes {
@@ -326,9 +389,12 @@ fn streamed(
     let mut response = Response::new(Body::new(body));
     *response.status_mut() = StatusCode::OK;
     *response.headers_mut() = headers;
-    response
-        .headers_mut()
-        .insert("content-type", HeaderValue::from_static("application/grpc"));
+    let headers = response.headers_mut();
+    headers.insert("content-type", HeaderValue::from_static("application/grpc"));
+    headers.insert(
+        "grpc-accept-encoding",
+        HeaderValue::from_static(ACCEPTED_ENCODINGS),
+    );
     response
 }
 
@@ -374,7 +440,12 @@ async fn unary(
         .get("idempotency-key")
         .and_then(|value| value.to_str().ok())
         .map(str::to_string);
-    let message = read_message(request.into_body()).await?;
+    let encoding = request
+        .headers()
+        .get("grpc-encoding")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_string);
+    let message = read_message(request.into_body(), encoding.as_deref()).await?;
     let decoded = input
         .decode(&message)
         .map_err(|reason| Status::new(Code::InvalidArgument, reason))?;
@@ -763,6 +834,39 @@ mod tests {
         assert_eq!(
             take_message(&mut compressed).unwrap_err().code,
             Code::Unimplemented
+        );
+    }
+
+    #[test]
+    fn compressed_messages_are_inflated_within_the_payload_limit() {
+        use std::io::Write as _;
+        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gzip.write_all(b"hello").unwrap();
+        let gzipped = gzip.finish().unwrap();
+        assert_eq!(decompress(&gzipped, "gzip").unwrap(), &b"hello"[..]);
+        let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        zlib.write_all(b"hello").unwrap();
+        assert_eq!(
+            decompress(&zlib.finish().unwrap(), "deflate").unwrap(),
+            &b"hello"[..]
+        );
+        assert_eq!(
+            decompress(&gzipped, "snappy").unwrap_err().code,
+            Code::Unimplemented
+        );
+        assert_eq!(
+            decompress(b"not gzip", "gzip").unwrap_err().code,
+            Code::Internal
+        );
+        // A few kilobytes that inflate past the limit are refused, not inflated whole.
+        let mut bomb = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        bomb.write_all(&vec![0u8; MAX_SYNC_PAYLOAD_BYTES + 1024])
+            .unwrap();
+        let bomb = bomb.finish().unwrap();
+        assert!(bomb.len() < 64 * 1024);
+        assert_eq!(
+            decompress(&bomb, "gzip").unwrap_err().code,
+            Code::ResourceExhausted
         );
     }
 
