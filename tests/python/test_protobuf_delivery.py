@@ -167,17 +167,27 @@ def query(topic, count):
 
 
 def read_item(data):
-    """(index, text) of a binary feed.v1.Item with small values."""
+    """(index, text) of a binary feed.v1.Item."""
+
+    def varint(at):
+        value, shift = 0, 0
+        while True:
+            byte = data[at]
+            at += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return value, at
+
     fields, at = {}, 0
     while at < len(data):
-        key = data[at]
+        key, at = varint(at)
         if key & 7 == 0:
-            fields[key >> 3] = data[at + 1]
-            at += 2
+            fields[key >> 3], at = varint(at)
         else:
-            length = data[at + 1]
-            fields[key >> 3] = data[at + 2 : at + 2 + length].decode()
-            at += 2 + length
+            length, at = varint(at)
+            fields[key >> 3] = data[at : at + length].decode()
+            at += length
     return fields.get(1, 0), fields.get(2, "")
 
 
@@ -357,3 +367,35 @@ def test_a_python_handler_may_return_its_messages_as_a_list(wisp, typed, lambda_
     _, document = invoke(lambda_client, name, {"topic": "bad", "count": 2})
     assert document["errorType"] == "Wisp.OutputSchemaViolation"
     assert document["violations"][0]["Pointer"] == "/2/colour"
+
+
+def test_the_callers_deadline_reaches_the_function(wisp, typed, lambda_client, channel):
+    source = (
+        "import time\n"
+        "def handler(event, context):\n"
+        "    time.sleep(event['count'])\n"
+        "    return {'index': context.get_remaining_time_in_millis(), 'text': event['topic']}\n"
+    )
+    name = typed(source, "feed.v1.Feed/Echo")
+    lambda_client.update_function_configuration(FunctionName=name, Timeout=60)
+    wait_until_ready(lambda_client, name)
+    call = channel.unary_unary("/feed.v1.Feed/Echo", request_serializer=lambda raw: raw, response_deserializer=lambda raw: raw)
+    # The function's timeout is 60 s; the call's deadline of 5 s is what it is told.
+    remaining, _ = read_item(call(query("soon", 0), metadata=credentials(wisp), timeout=5))
+    assert 3000 < remaining <= 5000, remaining
+    # Without a deadline it is told its own timeout.
+    remaining, _ = read_item(call(query("later", 0), metadata=credentials(wisp)))
+    assert 50000 < remaining <= 60000, remaining
+    # A call whose deadline passes ends with DEADLINE_EXCEEDED; the invocation still runs to its end.
+    with pytest.raises(grpc.RpcError) as failure:
+        call(query("late", 2), metadata=credentials(wisp), timeout=0.5)
+    assert failure.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    deadline = time.time() + 20
+    while True:
+        status, _, body = signed_request(wisp, "GET", "/wisp/v1/functions/%s/invocations?limit=100" % name)
+        assert status == 200, body
+        finished = [record for record in json.loads(body)["Invocations"] if record["status"] == "succeeded" and record["duration_us"] >= 2_000_000]
+        if finished:
+            break
+        assert time.time() < deadline, body
+        time.sleep(0.3)

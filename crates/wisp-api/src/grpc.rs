@@ -17,6 +17,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -445,6 +446,7 @@ async fn unary(
         .get("grpc-encoding")
         .and_then(|value| value.to_str().ok())
         .map(str::to_string);
+    let deadline = call_timeout(request.headers())?;
     let message = read_message(request.into_body(), encoding.as_deref()).await?;
     let decoded = input
         .decode(&message)
@@ -466,11 +468,30 @@ async fn unary(
         idempotency_key,
         skip_hooks: false,
         grpc_method: Some(method.to_string()),
+        caller_deadline_ms: deadline.map(|timeout| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            (now + timeout).as_millis() as u64
+        }),
     };
+    let deadline = deadline.map(|timeout| (tokio::time::Instant::now() + timeout, timeout));
     if streams {
-        return server_streaming(state, invoke, output).await;
+        return server_streaming(state, invoke, output, deadline).await;
     }
-    let response = state.engine.invoke(invoke).await?;
+    // The invocation runs in its own task, as a REST one does: a caller that hangs up or whose
+    // deadline passes does not cancel it; it completes and is recorded.
+    let engine = state.engine.clone();
+    let running = tokio::spawn(async move { engine.invoke(invoke).await });
+    let joined = match deadline {
+        Some((at, timeout)) => tokio::time::timeout_at(at, running)
+            .await
+            .map_err(|_| deadline_passed(timeout))?,
+        None => running.await,
+    };
+    let response = joined.map_err(|error| {
+        Status::new(Code::Internal, format!("invocation task failed: {error}"))
+    })??;
     let request_id = response.request_id.clone();
     if response.function_error.is_some() {
         let document: serde_json::Value =
@@ -501,6 +522,53 @@ async fn unary(
     Ok(streamed(frames, headers))
 }
 
+/// The call's timeout from its `grpc-timeout` metadata (up to eight digits, then `H`, `M`, `S`, `m`,
+/// `u` or `n`), if it has one.
+fn call_timeout(headers: &HeaderMap) -> Result<Option<Duration>, Status> {
+    let Some(value) = headers.get("grpc-timeout") else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or_default();
+    let malformed = || {
+        Status::new(
+            Code::InvalidArgument,
+            format!("grpc-timeout {text:?} is not up to 8 digits followed by H, M, S, m, u or n"),
+        )
+    };
+    let split = text.len().checked_sub(1).ok_or_else(malformed)?;
+    let (digits, unit) = text.split_at(split);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
+        return Err(malformed());
+    }
+    let amount: u64 = digits.parse().map_err(|_| malformed())?;
+    let timeout = match unit {
+        "H" => Duration::from_secs(amount * 3600),
+        "M" => Duration::from_secs(amount * 60),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return Err(malformed()),
+    };
+    Ok(Some(timeout))
+}
+
+/// The status of a call whose deadline passed before the function answered (or finished its stream).
+fn deadline_passed(timeout: Duration) -> Status {
+    Status::new(
+        Code::DeadlineExceeded,
+        format!(
+            "the call's deadline ({} ms) passed before the function answered; the invocation runs on to its own end and is recorded",
+            timeout.as_millis()
+        ),
+    )
+}
+
+/// An instant no call waits for (a call without a deadline).
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600)
+}
+
 /// The status of a call whose function failed with `kind` (its `errorType`).
 fn function_failed(kind: &str, text: &str, request_id: String) -> Status {
     let code = match kind {
@@ -523,8 +591,16 @@ async fn server_streaming(
     state: &ApiState,
     invoke: InvokeRequest,
     output: protobuf::CompiledMessage,
+    deadline: Option<(tokio::time::Instant, Duration)>,
 ) -> Result<Response, Status> {
-    let started = state.engine.invoke_streaming(invoke).await?;
+    // The invocation runs in the engine's own task; only the wait for it ends at the deadline.
+    let until = |at: Option<tokio::time::Instant>| at.unwrap_or_else(far_future);
+    let started = tokio::time::timeout_at(
+        until(deadline.map(|(at, _)| at)),
+        state.engine.invoke_streaming(invoke),
+    )
+    .await
+    .map_err(|_| deadline_passed(deadline.map(|(_, timeout)| timeout).unwrap_or_default()))??;
     let request_id = started.request_id;
     let mut headers = HeaderMap::new();
     if let Ok(value) = HeaderValue::from_str(&request_id) {
@@ -536,7 +612,12 @@ async fn server_streaming(
         let mut splitter = Splitter::new(output);
         let outcome: Result<(), Status> = loop {
             // What came, and the call's end when this event ends it.
-            let (messages, end) = match events.next().await {
+            let next = tokio::time::timeout_at(until(deadline.map(|(at, _)| at)), events.next());
+            let Ok(next) = next.await else {
+                let timeout = deadline.map(|(_, timeout)| timeout).unwrap_or_default();
+                break Err(deadline_passed(timeout));
+            };
+            let (messages, end) = match next {
                 Some(StreamEvent::Chunk(chunk)) => {
                     let (messages, failure) = splitter.push(&chunk);
                     (messages, failure.map(Err))
@@ -964,6 +1045,33 @@ mod tests {
         );
         let (_, failure) = Splitter::new(item(ProtobufEncoding::Binary)).push(&[1, 0xff]);
         assert_eq!(failure.expect("not an Item").code, Code::Internal);
+    }
+
+    #[test]
+    fn call_timeouts_are_read_in_every_unit() {
+        let timeout = |text: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert("grpc-timeout", HeaderValue::from_str(text).unwrap());
+            call_timeout(&headers)
+        };
+        for (text, expected) in [
+            ("2H", Duration::from_secs(7200)),
+            ("3M", Duration::from_secs(180)),
+            ("10S", Duration::from_secs(10)),
+            ("250m", Duration::from_millis(250)),
+            ("99999999u", Duration::from_micros(99_999_999)),
+            ("5n", Duration::from_nanos(5)),
+        ] {
+            assert_eq!(timeout(text).unwrap(), Some(expected), "{text}");
+        }
+        for text in ["", "S", "10", "10s", "123456789S", "-1S", "1.5S"] {
+            assert_eq!(
+                timeout(text).unwrap_err().code,
+                Code::InvalidArgument,
+                "{text:?}"
+            );
+        }
+        assert_eq!(call_timeout(&HeaderMap::new()).unwrap(), None);
     }
 
     #[test]

@@ -606,6 +606,7 @@ async fn invoke(
         idempotency_key: header("idempotency-key").map(str::to_string),
         skip_hooks: false,
         grpc_method: None,
+        caller_deadline_ms: None,
     };
     if invocation_type == InvocationType::Event {
         // Answered only once the event is durable; it runs later, from its function's queue.

@@ -58,6 +58,7 @@ pub(crate) async fn invoke_with_response_stream(
         idempotency_key: None,
         skip_hooks: false,
         grpc_method: None,
+        caller_deadline_ms: None,
     };
     let started = state.engine.invoke_streaming(request).await?;
     let status = if invocation_type == InvocationType::DryRun {

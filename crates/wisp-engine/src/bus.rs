@@ -153,6 +153,7 @@ impl Engine {
                 // A delivered event is an ordinary event: the target's own hooks run.
                 skip_hooks: false,
                 grpc_method: None,
+                caller_deadline_ms: None,
             };
             let error = match self.enqueue(request).await {
                 Ok(_) => return Ok(()),
@@ -411,6 +412,7 @@ impl HookInvoker for EngineHookInvoker {
                 // The platform asks the hook directly: no invocation hook may rewrite its verdict.
                 skip_hooks: true,
                 grpc_method: None,
+                caller_deadline_ms: None,
             })
             .await?;
         Ok(HookAnswer {

@@ -651,6 +651,7 @@ impl Engine {
                     &version,
                     Some(instance),
                     crate::signature::route_of(&resolved, &version, &event.payload),
+                    None,
                     event.header.request_id.clone(),
                     event.payload.clone(),
                     event.header.client_context.clone(),

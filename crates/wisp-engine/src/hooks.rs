@@ -75,6 +75,7 @@ impl Engine {
             idempotency_key: None,
             skip_hooks: true,
             grpc_method: None,
+            caller_deadline_ms: None,
         };
         let failed = |why: String| {
             ApiError::internal(format!(
@@ -184,6 +185,7 @@ impl Engine {
             idempotency_key: None,
             skip_hooks: true,
             grpc_method: None,
+            caller_deadline_ms: None,
         };
         let Some(engine) = self.me.upgrade() else {
             return;

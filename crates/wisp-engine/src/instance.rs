@@ -449,7 +449,12 @@ impl Instance {
             }
         }
 
-        invocation.deadline_ms = unix_ms() + timeout.as_millis() as u64;
+        // A deadline already set is the caller's own: the function is told whichever comes first.
+        let by_timeout = unix_ms() + timeout.as_millis() as u64;
+        invocation.deadline_ms = match invocation.deadline_ms {
+            0 => by_timeout,
+            caller => caller.min(by_timeout),
+        };
         if self.extensions.telemetry_wanted() {
             self.extensions.emit(
                 "platform.start",

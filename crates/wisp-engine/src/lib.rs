@@ -85,6 +85,9 @@ pub struct InvokeRequest {
     /// The gRPC method (`package.Service/Method`) the call arrived by, set only by the gRPC gateway:
     /// it selects the route bound to that method. Events ignore it.
     pub grpc_method: Option<String>,
+    /// The caller's own deadline, in milliseconds since the Unix epoch (gRPC's `grpc-timeout`): the
+    /// function is told the earlier of it and its timeout as its deadline. Its run is not cut short.
+    pub caller_deadline_ms: Option<u64>,
 }
 
 pub struct InvokeResponse {
@@ -369,6 +372,7 @@ impl Engine {
                 &version,
                 None,
                 signature::TakenRoute::for_runtime(route),
+                request.caller_deadline_ms,
                 request_id.clone(),
                 request.payload,
                 request.client_context,
@@ -555,6 +559,7 @@ impl Engine {
         version: &Arc<StoredVersion>,
         instance: Option<(Arc<Instance>, bool)>,
         route: Option<(String, String)>,
+        caller_deadline_ms: Option<u64>,
         request_id: String,
         payload: Bytes,
         client_context: Option<String>,
@@ -565,6 +570,7 @@ impl Engine {
             version,
             instance,
             route,
+            caller_deadline_ms,
             request_id,
             payload,
             client_context,
@@ -583,6 +589,7 @@ impl Engine {
         version: &Arc<StoredVersion>,
         instance: Option<(Arc<Instance>, bool)>,
         route: Option<(String, String)>,
+        caller_deadline_ms: Option<u64>,
         request_id: String,
         payload: Bytes,
         client_context: Option<String>,
@@ -642,7 +649,8 @@ impl Engine {
             route,
             request_id: request_id.clone(),
             payload,
-            deadline_ms: 0,
+            // Set when the run starts, to the timeout's deadline or the caller's, whichever is first.
+            deadline_ms: caller_deadline_ms.unwrap_or(0),
             invoked_function_arn: resolved.invoked_arn.clone(),
             trace_id: trace_id(),
             client_context,

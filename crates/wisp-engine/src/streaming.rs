@@ -131,6 +131,7 @@ impl Engine {
                     &version,
                     None,
                     crate::signature::TakenRoute::for_runtime(route),
+                    request.caller_deadline_ms,
                     task_request_id,
                     request.payload,
                     request.client_context,
