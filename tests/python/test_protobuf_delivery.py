@@ -11,6 +11,7 @@ protobuf library inside the sandbox and show that what they get really is binary
 """
 
 import json
+import pathlib
 import uuid
 import time
 
@@ -99,6 +100,7 @@ def handler(event, context):
 # Latest, buffered, JSON: one document per line.
 JSON_LINES = """
 import json
+import pathlib
 import uuid
 
 def handler(event, context):
@@ -399,3 +401,16 @@ def test_the_callers_deadline_reaches_the_function(wisp, typed, lambda_client, c
             break
         assert time.time() < deadline, body
         time.sleep(0.3)
+
+
+def test_the_feed_example_streams_over_grpc_and_answers_rest_with_a_list(wisp, lambda_client, channel):
+    name = unique_name("feed-example")
+    wisp.wisp_cli("deploy", str(pathlib.Path(__file__).resolve().parents[2] / "examples" / "feed-grpc"), "--name", name)
+    try:
+        received, error = server_stream(channel, wisp, "/feed.v1.Feed/Latest", query("rust", 2))
+        assert error is None, error
+        assert [message for _, message in received] == [(0, "rust #0"), (1, "rust #1")]
+        _, document = invoke(lambda_client, name, {"topic": "go"})
+        assert document == [{"index": i, "title": "go #%d" % i} for i in range(3)]
+    finally:
+        lambda_client.delete_function(FunctionName=name)
