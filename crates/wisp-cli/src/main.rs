@@ -261,7 +261,7 @@ enum Command {
         #[arg(long, conflicts_with_all = ["pre", "post"])]
         off: bool,
     },
-    /// Check every wiring of the account (destinations and hooks) again; exits 1 if any is broken.
+    /// Check every wiring of the account (destinations, hooks, event-bus rules) again; exits 1 if any is broken.
     Check,
     /// List a function's dead-letter log (async events that failed or expired), or send it again.
     Dlq {
