@@ -133,7 +133,9 @@ def test_the_cli_sets_shows_and_removes_hooks(wisp, lambda_client):
     shown = json.loads(wisp.wisp_cli("hooks", target, "--post", audit).stdout)
     assert shown["Post"] == audit
     assert json.loads(wisp.wisp_cli("hooks", target).stdout)["Post"] == audit
+    assert json.loads(wisp.wisp_cli("get", target).stdout)["Hooks"]["Post"] == audit
     wisp.wisp_cli("hooks", target, "--off")
+    assert "Hooks" not in json.loads(wisp.wisp_cli("get", target).stdout)
     missing = wisp.wisp_cli("hooks", target, check=False)
     assert missing.returncode != 0 and "has no hooks" in missing.stderr
 

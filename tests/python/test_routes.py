@@ -62,6 +62,7 @@ def test_three_routes_call_three_handlers(wisp, lambda_client):
     # Routes are tried in order and shown back as set.
     status, _, body = signed_request(wisp, "GET", "/wisp/v1/functions/%s/routes" % name)
     assert status == 200 and json.loads(body)["Routes"] == ROUTES
+    assert json.loads(wisp.wisp_cli("get", name).stdout)["Routes"] == ROUTES
 
 
 def test_an_event_that_matches_no_route_is_refused_with_the_routes_listed(wisp, lambda_client):

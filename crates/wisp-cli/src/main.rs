@@ -136,7 +136,7 @@ enum Command {
     },
     /// List functions.
     Ls,
-    /// Show a function's configuration.
+    /// Show a function's configuration, with its signature, routes and hooks when it has them.
     Get {
         function: String,
         #[arg(long)]
@@ -644,19 +644,37 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             function,
             qualifier,
         } => {
-            let mut path = format!("/2015-03-31/functions/{}", segment(&function));
-            let mut signature_path = format!("/wisp/v1/functions/{}/signature", segment(&function));
-            if let Some(qualifier) = qualifier {
-                path.push_str(&format!("?Qualifier={}", segment(&qualifier)));
-                signature_path.push_str(&format!("?Qualifier={}", segment(&qualifier)));
-            }
+            let query = qualifier
+                .map(|qualifier| format!("?Qualifier={}", segment(&qualifier)))
+                .unwrap_or_default();
+            let name = segment(&function);
+            let path = format!("/2015-03-31/functions/{name}{query}");
             let mut shown = client.call(Method::GET, &path, None).await?.json()?;
+            // What Wisp adds to Lambda's description: the types, the entry points and the hooks
+            // (hooks belong to the function, not to a version).
+            let signature_path = format!("/wisp/v1/functions/{name}/signature{query}");
             let signature = client
                 .call(Method::GET, &signature_path, None)
                 .await?
                 .json()?;
             if signature != json!({}) {
                 shown["Signature"] = signature;
+            }
+            let routes_path = format!("/wisp/v1/functions/{name}/routes{query}");
+            let routes: Value = client.call(Method::GET, &routes_path, None).await?.json()?;
+            if routes["Routes"]
+                .as_array()
+                .is_some_and(|routes| !routes.is_empty())
+            {
+                shown["Routes"] = routes["Routes"].clone();
+            }
+            // A function without hooks answers 404.
+            let hooks_path = format!("/wisp/v1/functions/{name}/hooks");
+            let hooks = client
+                .send(Method::GET, &hooks_path, &[], Vec::new())
+                .await?;
+            if hooks.status == 200 {
+                shown["Hooks"] = hooks.json()?;
             }
             print(&shown);
         }
