@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -17,7 +16,9 @@ use wisp_control::admission::AdmissionConfig;
 use wisp_control::bus::{RuleInput, dead_letter_log, topic_log};
 use wisp_types::{ApiError, ErrorCode};
 
-use crate::{ApiState, Caller, Failure, json_response, parse_json};
+use crate::{
+    ApiState, Caller, Failure, json_response, log_page, number, parse_json, store_failure,
+};
 
 pub fn routes() -> Router<Arc<ApiState>> {
     Router::new()
@@ -42,21 +43,6 @@ pub fn routes() -> Router<Arc<ApiState>> {
                 .put(put_admission)
                 .delete(delete_admission),
         )
-}
-
-fn store_failure(error: wisp_store::StoreError) -> Failure {
-    Failure(ApiError::internal(format!("store error: {error}")))
-}
-
-fn number(params: &HashMap<String, String>, name: &str, default: u64) -> Result<u64, Failure> {
-    match params.get(name) {
-        None => Ok(default),
-        Some(text) => text.parse().map_err(|_| {
-            Failure(ApiError::invalid(format!(
-                "{name} {text:?} must be a number"
-            )))
-        }),
-    }
 }
 
 #[derive(Deserialize)]
@@ -117,12 +103,8 @@ async fn publish(
             "the body is empty: send one JSON object, or an array of them",
         )));
     }
-    let value: Value = serde_json::from_slice(&body).map_err(|error| {
-        Failure(ApiError::new(
-            ErrorCode::InvalidRequestContent,
-            format!("Could not parse request body into json: {error}"),
-        ))
-    })?;
+    // Not empty (refused above), so parsed exactly as sent.
+    let value: Value = parse_json(&body)?;
     let events = match value {
         Value::Array(events) => events,
         single => vec![single],
@@ -143,33 +125,7 @@ async fn read_events(
 ) -> Result<Response, Failure> {
     state.control.get_topic(&account, &topic).await?;
     let store_topic = topic_log(&account.0, &topic);
-    let limit = number(&params, "limit", 100)?.clamp(1, 10_000) as usize;
-    let last = state
-        .log
-        .last_offset(&store_topic)
-        .await
-        .map_err(store_failure)?;
-    let from = match params.get("from") {
-        Some(_) => number(&params, "from", 1)?.max(1),
-        None => last.saturating_sub(limit as u64 - 1).max(1),
-    };
-    let wait = number(&params, "wait", 0)?.min(60);
-    if from > last && wait > 0 {
-        let _ = tokio::time::timeout(
-            Duration::from_secs(wait),
-            state.log.wait_for(&store_topic, from - 1),
-        )
-        .await;
-    }
-    let records = state
-        .log
-        .read(&store_topic, from, limit)
-        .await
-        .map_err(store_failure)?;
-    let next = records
-        .last()
-        .map(|record| record.offset + 1)
-        .unwrap_or(from);
+    let (records, next) = log_page(&state, &store_topic, &params).await?;
     let events: Vec<Value> = records
         .into_iter()
         .filter_map(|record| {

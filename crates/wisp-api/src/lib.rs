@@ -194,6 +194,74 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result
     })
 }
 
+/// Parses a Wisp settings document, naming the shape expected when it is not one
+/// (InvalidParameterValueException: `{what} not valid (expected {expected}): …`).
+pub(crate) fn parse_settings<T: serde::de::DeserializeOwned>(
+    body: &Bytes,
+    what: &str,
+    expected: &str,
+) -> Result<T, Failure> {
+    serde_json::from_slice(body).map_err(|error| {
+        Failure(ApiError::invalid(format!(
+            "{what} not valid (expected {expected}): {error}"
+        )))
+    })
+}
+
+pub(crate) fn store_failure(error: wisp_store::StoreError) -> Failure {
+    Failure(ApiError::internal(format!("store error: {error}")))
+}
+
+/// A whole-number query parameter, or `default` when it is absent.
+pub(crate) fn number(
+    params: &std::collections::HashMap<String, String>,
+    name: &str,
+    default: u64,
+) -> Result<u64, Failure> {
+    match params.get(name) {
+        None => Ok(default),
+        Some(text) => text.parse().map_err(|_| {
+            Failure(ApiError::invalid(format!(
+                "{name} {text:?} must be a number"
+            )))
+        }),
+    }
+}
+
+/// One page of a log topic as the `/wisp/v1` readers serve it (logs, topic events, lifecycle
+/// events): from offset `from` (default: the last `limit` records, at most 10,000), after long-polling
+/// up to `wait` seconds (at most 60) when nothing is newer; with the offset to ask for next.
+pub(crate) async fn log_page(
+    state: &ApiState,
+    topic: &str,
+    params: &std::collections::HashMap<String, String>,
+) -> Result<(Vec<wisp_store::Record>, u64), Failure> {
+    let limit = number(params, "limit", 100)?.clamp(1, 10_000) as usize;
+    let last = state.log.last_offset(topic).await.map_err(store_failure)?;
+    let from = match params.get("from") {
+        Some(_) => number(params, "from", 1)?.max(1),
+        None => last.saturating_sub(limit as u64 - 1).max(1),
+    };
+    let wait = number(params, "wait", 0)?.min(60);
+    if from > last && wait > 0 {
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(wait),
+            state.log.wait_for(topic, from - 1),
+        )
+        .await;
+    }
+    let records = state
+        .log
+        .read(topic, from, limit)
+        .await
+        .map_err(store_failure)?;
+    let next = records
+        .last()
+        .map(|record| record.offset + 1)
+        .unwrap_or(from);
+    Ok((records, next))
+}
+
 pub(crate) fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response {
     let body = serde_json::to_vec(value).expect("responses serialise");
     (status, [("content-type", "application/json")], body).into_response()

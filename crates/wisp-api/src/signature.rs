@@ -15,10 +15,10 @@ use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use wisp_types::{ApiError, FunctionRef, HooksConfig, Route, Signature};
+use wisp_types::{FunctionRef, HooksConfig, Route, Signature};
 
 use crate::lambda::query_qualifier;
-use crate::{ApiState, Caller, Failure, json_response};
+use crate::{ApiState, Caller, Failure, json_response, parse_settings};
 
 pub fn routes() -> Router<Arc<ApiState>> {
     Router::new()
@@ -47,11 +47,11 @@ async fn put_hooks(
     body: Bytes,
 ) -> Result<Response, Failure> {
     let function = FunctionRef::parse(&name)?;
-    let config: HooksConfig = serde_json::from_slice(&body).map_err(|error| {
-        Failure(ApiError::invalid(format!(
-            "the hooks are not valid (expected {{\"Pre\": \"function\", \"Post\": \"function\"}}): {error}"
-        )))
-    })?;
+    let config: HooksConfig = parse_settings(
+        &body,
+        "the hooks are",
+        r#"{"Pre": "function", "Post": "function"}"#,
+    )?;
     let config = state
         .control
         .put_hooks(&account, &function.name, config)
@@ -93,11 +93,11 @@ async fn put_routes(
     body: Bytes,
 ) -> Result<Response, Failure> {
     let function = FunctionRef::parse(&name)?;
-    let Routes { routes } = serde_json::from_slice(&body).map_err(|error| {
-        Failure(ApiError::invalid(format!(
-            "the routes are not valid (expected {{\"Routes\": [{{\"Name\", \"Match\", \"Handler\", \"Signature\"?}}]}}): {error}"
-        )))
-    })?;
+    let Routes { routes } = parse_settings(
+        &body,
+        "the routes are",
+        r#"{"Routes": [{"Name", "Match", "Handler", "Signature"?}]}"#,
+    )?;
     let routes = state
         .control
         .put_routes(
@@ -161,11 +161,11 @@ async fn put_signature(
     body: Bytes,
 ) -> Result<Response, Failure> {
     let function = FunctionRef::parse(&name)?;
-    let signature: Signature = serde_json::from_slice(&body).map_err(|error| {
-        Failure(ApiError::invalid(format!(
-            "the signature is not valid (expected {{\"Input\": {{\"JsonSchema\": {{...}}}}, \"Output\": {{\"JsonSchema\": {{...}}}}}}): {error}"
-        )))
-    })?;
+    let signature: Signature = parse_settings(
+        &body,
+        "the signature is",
+        r#"{"Input": {"JsonSchema": {...}}, "Output": {"JsonSchema": {...}}}"#,
+    )?;
     let stored = state
         .control
         .put_signature(

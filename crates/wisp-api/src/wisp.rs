@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -19,7 +18,9 @@ use wisp_types::{
     MemoizationConfig,
 };
 
-use crate::{ApiState, Caller, Failure, json_response};
+use crate::{
+    ApiState, Caller, Failure, json_response, log_page, number, parse_settings, store_failure,
+};
 
 pub fn routes() -> Router<Arc<ApiState>> {
     Router::new()
@@ -47,21 +48,6 @@ pub fn routes() -> Router<Arc<ApiState>> {
         .route("/wisp/v1/doctor", get(doctor))
 }
 
-fn store_failure(error: wisp_store::StoreError) -> Failure {
-    Failure(ApiError::internal(format!("store error: {error}")))
-}
-
-fn number(params: &HashMap<String, String>, name: &str, default: u64) -> Result<u64, Failure> {
-    match params.get(name) {
-        None => Ok(default),
-        Some(text) => text.parse().map_err(|_| {
-            Failure(ApiError::invalid(format!(
-                "{name} {text:?} must be a number"
-            )))
-        }),
-    }
-}
-
 /// Log text of a function from offset `from` (default: the last `limit` records); `wait` seconds to long-poll.
 async fn logs(
     State(state): State<Arc<ApiState>>,
@@ -71,29 +57,7 @@ async fn logs(
 ) -> Result<Response, Failure> {
     let function = FunctionRef::parse(&name)?;
     let topic = logs_topic(&account.0, &function.name);
-    let limit = number(&params, "limit", 100)?.clamp(1, 10_000) as usize;
-    let last = state.log.last_offset(&topic).await.map_err(store_failure)?;
-    let from = match params.get("from") {
-        Some(_) => number(&params, "from", 1)?.max(1),
-        None => last.saturating_sub(limit as u64 - 1).max(1),
-    };
-    let wait = number(&params, "wait", 0)?.min(60);
-    if from > last && wait > 0 {
-        let _ = tokio::time::timeout(
-            Duration::from_secs(wait),
-            state.log.wait_for(&topic, from - 1),
-        )
-        .await;
-    }
-    let records = state
-        .log
-        .read(&topic, from, limit)
-        .await
-        .map_err(store_failure)?;
-    let next = records
-        .last()
-        .map(|record| record.offset + 1)
-        .unwrap_or(from);
+    let (records, next) = log_page(&state, &topic, &params).await?;
     let records: Vec<_> = records
         .into_iter()
         .map(|record| json!({ "Offset": record.offset, "Timestamp": record.timestamp_ms, "Text": String::from_utf8_lossy(&record.payload) }))
@@ -221,11 +185,8 @@ async fn put_memoization(
     body: Bytes,
 ) -> Result<Response, Failure> {
     let function = FunctionRef::parse(&name)?;
-    let config: MemoizationConfig = serde_json::from_slice(&body).map_err(|error| {
-        Failure(ApiError::invalid(format!(
-            "memoization settings are not valid (expected {{\"TtlSeconds\": N}}): {error}"
-        )))
-    })?;
+    let config: MemoizationConfig =
+        parse_settings(&body, "memoization settings are", r#"{"TtlSeconds": N}"#)?;
     let config = state
         .control
         .put_memoization_config(&account, &function.name, config)
