@@ -484,36 +484,20 @@ impl ControlPlane {
         }
         let signature = (!signature.is_empty()).then_some(signature);
         let mut before = None;
-        let mut methods_before = Vec::new();
-        let mut methods_after = Vec::new();
         let config = self
-            .modify_function(account, name, |function| {
-                crate::check_revision(
-                    &function.latest.config.revision_id,
-                    revision_id.as_deref(),
-                    "function",
-                )?;
+            .modify_typing(account, name, revision_id.as_deref(), |latest| {
                 if let Some(method) = signature.as_ref().and_then(|s| s.grpc_method.as_deref())
-                    && let Some(route) = function
-                        .latest
-                        .routes
-                        .iter()
-                        .find(|route| route.rule.binds(method))
+                    && let Some(route) = latest.routes.iter().find(|route| route.rule.binds(method))
                 {
                     return Err(ApiError::conflict(format!(
                         "the gRPC method {method} is already bound by the function's route {:?}; a method is bound once",
                         route.name
                     )));
                 }
-                methods_before = bound_methods(&function.latest);
-                before = function.latest.signature.clone();
-                function.latest.signature = signature.clone();
-                methods_after = bound_methods(&function.latest);
-                crate::touch(&mut function.latest.config);
-                Ok(function.latest.config.clone())
+                before = latest.signature.clone();
+                latest.signature = signature.clone();
+                Ok(())
             })
-            .await?;
-        self.index_grpc_methods(account, name, &methods_before, &methods_after)
             .await?;
         self.announce(
             account,
@@ -524,6 +508,37 @@ impl ControlPlane {
         )
         .await?;
         Ok(signature)
+    }
+
+    /// Changes what `$LATEST` declares about its events (`change` edits its signature or routes, or
+    /// refuses), after the revision check: `$LATEST` gets a new `RevisionId` and the gRPC method
+    /// index follows the methods it binds before and after.
+    async fn modify_typing(
+        &self,
+        account: &AccountId,
+        name: &str,
+        revision_id: Option<&str>,
+        mut change: impl FnMut(&mut StoredVersion) -> Result<(), ApiError>,
+    ) -> Result<FunctionConfiguration, ApiError> {
+        let mut methods_before = Vec::new();
+        let mut methods_after = Vec::new();
+        let config = self
+            .modify_function(account, name, |function| {
+                crate::check_revision(
+                    &function.latest.config.revision_id,
+                    revision_id,
+                    "function",
+                )?;
+                methods_before = bound_methods(&function.latest);
+                change(&mut function.latest)?;
+                methods_after = bound_methods(&function.latest);
+                crate::touch(&mut function.latest.config);
+                Ok(function.latest.config.clone())
+            })
+            .await?;
+        self.index_grpc_methods(account, name, &methods_before, &methods_after)
+            .await?;
+        Ok(config)
     }
 
     /// Resolves a function of the account by its bare name and a qualifier.
@@ -558,17 +573,9 @@ impl ControlPlane {
             self.check_grpc_method_free(account, name, method).await?;
         }
         let mut before = Vec::new();
-        let mut methods_before = Vec::new();
-        let mut methods_after = Vec::new();
         let config = self
-            .modify_function(account, name, |function| {
-                crate::check_revision(
-                    &function.latest.config.revision_id,
-                    revision_id.as_deref(),
-                    "function",
-                )?;
-                let own_method = function
-                    .latest
+            .modify_typing(account, name, revision_id.as_deref(), |latest| {
+                let own_method = latest
                     .signature
                     .as_ref()
                     .and_then(|signature| signature.grpc_method.as_deref());
@@ -580,15 +587,10 @@ impl ControlPlane {
                         route.name
                     )));
                 }
-                methods_before = bound_methods(&function.latest);
-                before = function.latest.routes.clone();
-                function.latest.routes = routes.clone();
-                methods_after = bound_methods(&function.latest);
-                crate::touch(&mut function.latest.config);
-                Ok(function.latest.config.clone())
+                before = latest.routes.clone();
+                latest.routes = routes.clone();
+                Ok(())
             })
-            .await?;
-        self.index_grpc_methods(account, name, &methods_before, &methods_after)
             .await?;
         self.announce(
             account,
