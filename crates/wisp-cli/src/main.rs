@@ -823,8 +823,8 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                     .await?
                     .json()?
             } else if off {
-                client.call(Method::DELETE, &base, None).await?;
-                json!({ "FunctionName": function, "Idempotent": false })
+                let cleared = json!({ "FunctionName": function, "Idempotent": false });
+                setting(&client, &base, Change::Clear(cleared)).await?
             } else if key_path.is_some() || key_header {
                 let mut body = json!({
                     "KeyHeader": key_header,
@@ -837,25 +837,22 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 if let Some(window) = window {
                     body["WindowSeconds"] = window.into();
                 }
-                client.call(Method::PUT, &base, Some(&body)).await?.json()?
+                setting(&client, &base, Change::Set(body)).await?
             } else {
-                client.call(Method::GET, &base, None).await?.json()?
+                setting(&client, &base, Change::Show(None)).await?
             };
             print(&shown);
         }
         Command::Pure { function, ttl, off } => {
             let base = format!("/wisp/v1/functions/{}/memoization", segment(&function));
-            let shown = if off {
-                client.call(Method::DELETE, &base, None).await?;
-                json!({ "FunctionName": function, "Pure": false })
+            let change = if off {
+                Change::Clear(json!({ "FunctionName": function, "Pure": false }))
             } else if let Some(ttl) = ttl {
-                client
-                    .call(Method::PUT, &base, Some(&json!({ "TtlSeconds": ttl })))
-                    .await?
-                    .json()?
+                Change::Set(json!({ "TtlSeconds": ttl }))
             } else {
-                client.call(Method::GET, &base, None).await?.json()?
+                Change::Show(None)
             };
+            let shown = setting(&client, &base, change).await?;
             print(&shown);
         }
         Command::Signature {
@@ -869,21 +866,14 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 .map(|file| (file.clone(), file))
                 .collect();
             let base = format!("/wisp/v1/functions/{}/signature", segment(&function));
-            let shown = if clear {
-                client.call(Method::DELETE, &base, None).await?;
-                json!({})
+            let change = if clear {
+                Change::Clear(json!({}))
             } else if let Some(signature) = deploy::read_signature(set, &protos)? {
-                client
-                    .call(Method::PUT, &base, Some(&signature))
-                    .await?
-                    .json()?
+                Change::Set(signature)
             } else {
-                let path = match qualifier {
-                    Some(qualifier) => format!("{base}?Qualifier={}", segment(&qualifier)),
-                    None => base,
-                };
-                client.call(Method::GET, &path, None).await?.json()?
+                Change::Show(qualifier)
             };
+            let shown = setting(&client, &base, change).await?;
             print(&shown);
         }
         Command::Routes {
@@ -893,22 +883,14 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             clear,
         } => {
             let base = format!("/wisp/v1/functions/{}/routes", segment(&function));
-            let shown = if clear {
-                client.call(Method::DELETE, &base, None).await?;
-                json!({ "Routes": [] })
+            let change = if clear {
+                Change::Clear(json!({ "Routes": [] }))
             } else if let Some(file) = file {
-                let routes = deploy::read_json(&file)?;
-                client
-                    .call(Method::PUT, &base, Some(&routes))
-                    .await?
-                    .json()?
+                Change::Set(deploy::read_json(&file)?)
             } else {
-                let path = match qualifier {
-                    Some(qualifier) => format!("{base}?Qualifier={}", segment(&qualifier)),
-                    None => base,
-                };
-                client.call(Method::GET, &path, None).await?.json()?
+                Change::Show(qualifier)
             };
+            let shown = setting(&client, &base, change).await?;
             print(&shown);
         }
         Command::Hooks {
@@ -918,9 +900,8 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             off,
         } => {
             let base = format!("/wisp/v1/functions/{}/hooks", segment(&function));
-            let shown = if off {
-                client.call(Method::DELETE, &base, None).await?;
-                json!({})
+            let change = if off {
+                Change::Clear(json!({}))
             } else if pre.is_some() || post.is_some() {
                 let mut body = json!({});
                 if let Some(pre) = pre {
@@ -929,10 +910,11 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 if let Some(post) = post {
                     body["Post"] = post.into();
                 }
-                client.call(Method::PUT, &base, Some(&body)).await?.json()?
+                Change::Set(body)
             } else {
-                client.call(Method::GET, &base, None).await?.json()?
+                Change::Show(None)
             };
+            let shown = setting(&client, &base, change).await?;
             print(&shown);
         }
         Command::Check => {
@@ -1357,4 +1339,32 @@ fn tracing_subscriber_init() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// What a command does to one of a function's Wisp settings.
+enum Change {
+    /// Show it, of `$LATEST` or of the version or alias named.
+    Show(Option<String>),
+    /// Replace it with this document.
+    Set(Value),
+    /// Remove it, then show this.
+    Clear(Value),
+}
+
+/// Applies a [`Change`] to the setting at `base` (`/wisp/v1/functions/{name}/…`); returns what to show.
+async fn setting(client: &Client, base: &str, change: Change) -> anyhow::Result<Value> {
+    match change {
+        Change::Show(qualifier) => {
+            let path = match qualifier {
+                Some(qualifier) => format!("{base}?Qualifier={}", segment(&qualifier)),
+                None => base.to_string(),
+            };
+            client.call(Method::GET, &path, None).await?.json()
+        }
+        Change::Set(body) => client.call(Method::PUT, base, Some(&body)).await?.json(),
+        Change::Clear(shown) => {
+            client.call(Method::DELETE, base, None).await?;
+            Ok(shown)
+        }
+    }
 }
