@@ -300,19 +300,8 @@ impl ControlPlane {
         account: &AccountId,
     ) -> Result<Vec<TopicConfiguration>, ApiError> {
         let mut topics = vec![self.get_topic(account, LIFECYCLE_TOPIC).await?];
-        let prefix = format!("topic/{account}/");
-        let mut after: Option<String> = None;
-        loop {
-            let page = self
-                .kv
-                .scan(&prefix, after.as_deref(), 1000)
-                .await
-                .map_err(store_error)?;
-            let Some((last, _)) = page.last() else { break };
-            after = Some(last.clone());
-            for (key, entry) in page {
-                topics.push(decode(&key, &entry.value)?);
-            }
+        for (key, entry) in self.scan_all(&format!("topic/{account}/")).await? {
+            topics.push(decode(&key, &entry.value)?);
         }
         Ok(topics)
     }
@@ -603,22 +592,11 @@ impl ControlPlane {
         account: &AccountId,
         topic: &str,
     ) -> Result<Vec<Rule>, ApiError> {
-        let prefix = rule_prefix(account, topic);
-        let mut rules = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = self
-                .kv
-                .scan(&prefix, after.as_deref(), 1000)
-                .await
-                .map_err(store_error)?;
-            let Some((last, _)) = page.last() else { break };
-            after = Some(last.clone());
-            for (key, entry) in page {
-                rules.push(decode(&key, &entry.value)?);
-            }
-        }
-        Ok(rules)
+        self.scan_all(&rule_prefix(account, topic))
+            .await?
+            .into_iter()
+            .map(|(key, entry)| decode(&key, &entry.value))
+            .collect()
     }
 
     pub async fn delete_rule(

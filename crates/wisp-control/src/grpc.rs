@@ -120,21 +120,11 @@ impl ControlPlane {
     ) -> Result<Vec<(String, Arc<Resolved>)>, ApiError> {
         let prefix = format!("grpc/{}/", account.0);
         let mut bindings = Vec::new();
-        let mut start_after: Option<String> = None;
-        loop {
-            let page = self
-                .kv
-                .scan(&prefix, start_after.as_deref(), 500)
-                .await
-                .map_err(store_error)?;
-            let Some((last, _)) = page.last() else { break };
-            start_after = Some(last.clone());
-            for (key, entry) in page {
-                let method = key[prefix.len()..].to_string();
-                let name = String::from_utf8_lossy(&entry.value).into_owned();
-                if let Some(resolved) = self.grpc_bound(account, &name, &method).await? {
-                    bindings.push((method, resolved));
-                }
+        for (key, entry) in self.scan_all(&prefix).await? {
+            let method = key[prefix.len()..].to_string();
+            let name = String::from_utf8_lossy(&entry.value).into_owned();
+            if let Some(resolved) = self.grpc_bound(account, &name, &method).await? {
+                bindings.push((method, resolved));
             }
         }
         Ok(bindings)

@@ -333,24 +333,12 @@ impl ControlPlane {
         account: &AccountId,
         name: &str,
     ) -> Result<Vec<LayerVersion>, ApiError> {
-        let prefix = version_prefix(account, name);
-        let mut versions = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = self
-                .kv
-                .scan(&prefix, after.as_deref(), 1000)
-                .await
-                .map_err(store_error)?;
-            let done = page.len() < 1000;
-            for (key, entry) in page {
-                versions.push(decode::<LayerVersion>(&key, &entry.value)?);
-                after = Some(key);
-            }
-            if done {
-                break;
-            }
-        }
+        let mut versions = self
+            .scan_all(&version_prefix(account, name))
+            .await?
+            .into_iter()
+            .map(|(key, entry)| decode::<LayerVersion>(&key, &entry.value))
+            .collect::<Result<Vec<_>, ApiError>>()?;
         versions.reverse();
         Ok(versions)
     }

@@ -1415,6 +1415,28 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// Every entry under a prefix, in key order, read page by page.
+    pub(crate) async fn scan_all(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, wisp_store::Entry)>, ApiError> {
+        let mut all = Vec::new();
+        let mut start_after: Option<String> = None;
+        loop {
+            let entries = self
+                .kv
+                .scan(prefix, start_after.as_deref(), 500)
+                .await
+                .map_err(store_error)?;
+            let Some((last, _)) = entries.last() else {
+                break;
+            };
+            start_after = Some(last.clone());
+            all.extend(entries);
+        }
+        Ok(all)
+    }
+
     /// Aliases of a function in name order, optionally only those pointing at `version`.
     pub async fn list_aliases(
         &self,
@@ -1423,24 +1445,11 @@ impl ControlPlane {
         version: Option<&str>,
     ) -> Result<Vec<AliasConfiguration>, ApiError> {
         self.load_function(account, name).await?;
-        let prefix = alias_prefix(account, name);
         let mut aliases = Vec::new();
-        let mut start_after: Option<String> = None;
-        loop {
-            let entries = self
-                .kv
-                .scan(&prefix, start_after.as_deref(), 500)
-                .await
-                .map_err(store_error)?;
-            let Some((last, _)) = entries.last() else {
-                break;
-            };
-            start_after = Some(last.clone());
-            for (key, entry) in entries {
-                let alias: AliasConfiguration = decode(&key, &entry.value)?;
-                if version.is_none_or(|version| alias.function_version == version) {
-                    aliases.push(alias);
-                }
+        for (key, entry) in self.scan_all(&alias_prefix(account, name)).await? {
+            let alias: AliasConfiguration = decode(&key, &entry.value)?;
+            if version.is_none_or(|version| alias.function_version == version) {
+                aliases.push(alias);
             }
         }
         Ok(aliases)

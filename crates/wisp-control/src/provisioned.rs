@@ -219,25 +219,6 @@ impl ControlPlane {
         Ok(budget)
     }
 
-    /// Every entry under a prefix, page by page.
-    async fn scan_all(&self, prefix: &str) -> Result<Vec<(String, wisp_store::Entry)>, ApiError> {
-        let mut all = Vec::new();
-        let mut start_after: Option<String> = None;
-        loop {
-            let entries = self
-                .kv
-                .scan(prefix, start_after.as_deref(), 500)
-                .await
-                .map_err(store_error)?;
-            let Some((last, _)) = entries.last() else {
-                break;
-            };
-            start_after = Some(last.clone());
-            all.extend(entries);
-        }
-        Ok(all)
-    }
-
     pub async fn get_provisioned_concurrency(
         &self,
         account: &AccountId,

@@ -103,22 +103,12 @@ fn current_from(stored: &StoredKey) -> Result<Arc<CurrentKey>, ApiError> {
 
 impl ControlPlane {
     async fn stored_keys(&self) -> Result<Vec<StoredKey>, ApiError> {
-        let mut keys = Vec::new();
-        let mut start_after: Option<String> = None;
-        loop {
-            let entries = self
-                .kv
-                .scan(KEY_PREFIX, start_after.as_deref(), 100)
-                .await
-                .map_err(store_error)?;
-            let Some((last, _)) = entries.last() else {
-                break;
-            };
-            start_after = Some(last.clone());
-            for (key, entry) in entries {
-                keys.push(decode::<StoredKey>(&key, &entry.value)?);
-            }
-        }
+        let mut keys = self
+            .scan_all(KEY_PREFIX)
+            .await?
+            .into_iter()
+            .map(|(key, entry)| decode::<StoredKey>(&key, &entry.value))
+            .collect::<Result<Vec<_>, ApiError>>()?;
         keys.sort_by(|a, b| a.public.created.cmp(&b.public.created));
         Ok(keys)
     }
