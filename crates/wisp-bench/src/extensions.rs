@@ -12,7 +12,7 @@ use base64::Engine as _;
 use hyper::Method;
 use serde_json::json;
 
-use crate::{api, connect, invoke, invoke_path, percentile, throughput, us, zip_of};
+use crate::{api, connect, invoke, invoke_path, percentile, print_ratios, throughput, us, zip_of};
 
 const WITH_AGENT: &str = "bench-with-agent";
 
@@ -81,20 +81,16 @@ pub(crate) async fn section(
     let plain = timed(wisp_addr, &plain_path, requests).await?;
     let with_agent = timed(wisp_addr, &agent_path, requests).await?;
     let plain_again = timed(wisp_addr, &plain_path, requests).await?;
-    println!("{:<40} {:>9} {:>9} {:>9}", "", "p50 µs", "p99 µs", "ratio");
     let base50 = us(percentile(&plain, 50.0)).min(us(percentile(&plain_again, 50.0)));
-    for (name, samples) in [
-        ("no agent (before)", &plain),
-        ("one no-op agent", &with_agent),
-        ("no agent (after)", &plain_again),
-    ] {
-        println!(
-            "{name:<40} {:>9.1} {:>9.1} {:>8.2}x",
-            us(percentile(samples, 50.0)),
-            us(percentile(samples, 99.0)),
-            us(percentile(samples, 50.0)) / base50
-        );
-    }
+    print_ratios(
+        40,
+        base50,
+        &[
+            ("no agent (before)", &plain),
+            ("one no-op agent", &with_agent),
+            ("no agent (after)", &plain_again),
+        ],
+    );
     let plain_rate = throughput(wisp_addr, &plain_path, 8, cli.seconds).await?;
     let agent_rate = throughput(wisp_addr, &agent_path, 8, cli.seconds).await?;
     println!(

@@ -16,7 +16,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::json;
 
 use crate::idempotency::timed;
-use crate::{api, invoke_path, percentile, us};
+use crate::{api, invoke_path, percentile, print_ratios, us};
 
 const FUNCTION: &str = "bench-grpc";
 const METHOD: &str = "bench.v1.Bench/Ping";
@@ -129,18 +129,13 @@ pub(crate) async fn section(
         "{} sequential warm calls each, alternating blocks of {block}:",
         rest.len()
     );
-    println!("{:<40} {:>9} {:>9} {:>9}", "", "p50 µs", "p99 µs", "ratio");
-    let base = us(percentile(&rest, 50.0));
-    for (name, samples) in [
-        ("REST Invoke, HTTP/1.1 (baseline)", &rest),
-        ("gRPC unary, HTTP/2 cleartext", &grpc),
-    ] {
-        println!(
-            "{name:<40} {:>9.1} {:>9.1} {:>8.2}x",
-            us(percentile(samples, 50.0)),
-            us(percentile(samples, 99.0)),
-            us(percentile(samples, 50.0)) / base
-        );
-    }
+    print_ratios(
+        40,
+        us(percentile(&rest, 50.0)),
+        &[
+            ("REST Invoke, HTTP/1.1 (baseline)", &rest),
+            ("gRPC unary, HTTP/2 cleartext", &grpc),
+        ],
+    );
     Ok(())
 }

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use hyper::{Method, StatusCode};
 use serde_json::json;
 
-use crate::{api, connect, invoke_path, percentile, send, us};
+use crate::{api, connect, invoke_path, percentile, print_ratios, send, us};
 
 const IDEMPOTENT: &str = "bench-idempotent";
 const PURE: &str = "bench-pure";
@@ -89,21 +89,17 @@ pub(crate) async fn section(
         "{\"k\":\"same\"}".to_string()
     })
     .await?;
-    println!("{:<52} {:>9} {:>9} {:>9}", "", "p50 µs", "p99 µs", "ratio");
     let base = us(percentile(&plain, 50.0));
-    for (name, samples) in [
-        ("plain warm invoke (baseline)", &plain),
-        ("idempotent, first execution (new key each time)", &first),
-        ("idempotent, replay (same key)", &replay),
-        ("pure function, cache hit (same input)", &memoized),
-    ] {
-        println!(
-            "{name:<52} {:>9.1} {:>9.1} {:>8.2}x",
-            us(percentile(samples, 50.0)),
-            us(percentile(samples, 99.0)),
-            us(percentile(samples, 50.0)) / base
-        );
-    }
+    print_ratios(
+        52,
+        base,
+        &[
+            ("plain warm invoke (baseline)", &plain),
+            ("idempotent, first execution (new key each time)", &first),
+            ("idempotent, replay (same key)", &replay),
+            ("pure function, cache hit (same input)", &memoized),
+        ],
+    );
     let replay50 = us(percentile(&replay, 50.0));
     println!(
         "idempotent first execution adds {:.0} µs at p50 (claim + stored outcome, two store writes); replay {:.0} µs = {:.2}x a warm invoke; target: replay faster than a warm invoke ({})",

@@ -419,6 +419,23 @@ fn us(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1e6
 }
 
+/// Prints a table of sorted latency samples: p50 and p99 of each row, and its p50 as a ratio of
+/// `base` (µs, the same run's baseline); `width` is the name column's.
+fn print_ratios(width: usize, base: f64, rows: &[(&str, &[Duration])]) {
+    println!(
+        "{:<width$} {:>9} {:>9} {:>9}",
+        "", "p50 µs", "p99 µs", "ratio"
+    );
+    for (name, samples) in rows {
+        println!(
+            "{name:<width$} {:>9.1} {:>9.1} {:>8.2}x",
+            us(percentile(samples, 50.0)),
+            us(percentile(samples, 99.0)),
+            us(percentile(samples, 50.0)) / base
+        );
+    }
+}
+
 fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1e3
 }

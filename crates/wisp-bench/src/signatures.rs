@@ -15,7 +15,7 @@ use wisp_control::{CompiledSignature, Side};
 use wisp_types::{Signature, TypeSpec};
 
 use crate::idempotency::timed;
-use crate::{api, invoke_path, percentile, us};
+use crate::{api, invoke_path, percentile, print_ratios, us};
 
 const UNTYPED: &str = "bench-untyped";
 const TYPED: &str = "bench-typed";
@@ -132,19 +132,15 @@ pub(crate) async fn section(
         "end to end, {} sequential warm invokes each, alternating blocks of {block}:",
         untyped.len()
     );
-    println!("{:<40} {:>9} {:>9} {:>9}", "", "p50 µs", "p99 µs", "ratio");
     let base = us(percentile(&untyped, 50.0));
-    for (name, samples) in [
-        ("no signature (baseline)", &untyped),
-        ("20-field input schema", &typed),
-    ] {
-        println!(
-            "{name:<40} {:>9.1} {:>9.1} {:>8.2}x",
-            us(percentile(samples, 50.0)),
-            us(percentile(samples, 99.0)),
-            us(percentile(samples, 50.0)) / base
-        );
-    }
+    print_ratios(
+        40,
+        base,
+        &[
+            ("no signature (baseline)", &untyped),
+            ("20-field input schema", &typed),
+        ],
+    );
     let added = us(percentile(&typed, 50.0)) - base;
     println!(
         "validation adds {added:.1} µs at p50 end to end ({per_check:.2} µs in process); target: under 10 µs ({})",
